@@ -1,0 +1,1 @@
+//! Admin REST API (/api/v1), authentication, live stats and the embedded web panel.
