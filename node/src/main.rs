@@ -1,1 +1,168 @@
-fn main() {}
+//! The `quorumlb` command: run a node, validate a config, run the demo.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use quorumlb::config::Config;
+use quorumlb::logging::{self, LogFormat};
+use quorumlb::proxy::DataPlane;
+
+#[derive(Parser)]
+#[command(name = "quorumlb", version, about = "Highly available L4/L7 load balancer")]
+struct Cli {
+    /// Log format on stderr; the level comes from RUST_LOG (default info).
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node with the given configuration.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Check a configuration file; prints OK or every problem with its place.
+    Validate {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Start three demo backends and a proxy on 127.0.0.1 (no root, no file).
+    Demo {
+        /// Where the demo proxy listens.
+        #[arg(long, default_value = "127.0.0.1:18080")]
+        listen: SocketAddr,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    match cli.command {
+        Command::Validate { config } => match Config::load(&config) {
+            Ok(_) => {
+                println!("OK");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config } => {
+            let cfg = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    eprintln!("refusing to start: the configuration has errors");
+                    return ExitCode::from(2);
+                }
+            };
+            exit(block_on(cfg.runtime.workers, run(config, cfg)))
+        }
+        Command::Demo { listen } => exit(block_on(0, demo(listen))),
+    }
+}
+
+fn exit(r: anyhow::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One worker runs on a current-thread runtime (no cross-thread wakeups at all);
+/// more run on the multi-thread scheduler.
+fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(workers: usize, f: F) -> anyhow::Result<()> {
+    let rt = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        if workers > 1 {
+            b.worker_threads(workers);
+        }
+        b.enable_all().build()
+    }
+    .context("starting the async runtime")?;
+    rt.block_on(f)
+}
+
+async fn run(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
+    let grace = cfg.runtime.shutdown_grace;
+    let dp = DataPlane::start(Arc::new(cfg)).await.context("starting the data plane")?;
+    tracing::info!(config = %path.display(), "quorumlb running");
+    serve_until_signal(&dp, Some(&path), grace).await
+}
+
+/// Handles signals until SIGTERM/SIGINT: SIGHUP reloads the config file (a bad
+/// file is refused and the running config stays).
+async fn serve_until_signal(dp: &Arc<DataPlane>, path: Option<&Path>, grace: Duration) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                let Some(path) = path else { continue };
+                match Config::load(path) {
+                    Ok(c) => match dp.apply(Arc::new(c)).await {
+                        Ok(()) => tracing::info!(config = %path.display(), "configuration reloaded"),
+                        Err(e) => tracing::error!("configuration reloaded with errors: {e:#}"),
+                    },
+                    Err(e) => tracing::error!("reload refused, keeping the running configuration:\n{e}"),
+                }
+            }
+        }
+    }
+    tracing::info!(
+        grace_ms = grace.as_millis() as u64,
+        "shutting down: no new connections, finishing in-flight requests"
+    );
+    if dp.shutdown(grace).await {
+        tracing::info!("all connections finished");
+    } else {
+        tracing::warn!("grace period over, closing remaining connections");
+    }
+    Ok(())
+}
+
+async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
+    let mut backends = Vec::new();
+    for i in 1..=3 {
+        let addr = quorumlb::demo::spawn_backend(format!("backend-{i}"), "127.0.0.1:0".parse()?)
+            .await
+            .context("starting a demo backend")?;
+        backends.push(addr);
+    }
+    let text = quorumlb::demo::config_text(listen, &backends);
+    let cfg = Config::parse(&text, "<demo>").map_err(|e| anyhow::anyhow!("{e}"))?;
+    let grace = cfg.runtime.shutdown_grace;
+    let dp = DataPlane::start(Arc::new(cfg)).await.with_context(|| format!("starting the demo proxy on {listen}"))?;
+    println!(
+        "quorumlb demo is running. Backends: {}",
+        backends.iter().map(|b| b.to_string()).collect::<Vec<_>>().join(", ")
+    );
+    println!();
+    println!("  curl http://{listen}/                 # weighted round robin over 3 backends (2:1:1)");
+    println!("  curl http://{listen}/api/x            # route /api -> least_conn pool");
+    println!("  curl --http2-prior-knowledge http://{listen}/   # HTTP/2 cleartext");
+    println!("  curl http://{}/toggle-health   # make backend-1 fail its health checks; watch it leave", backends[0]);
+    println!();
+    println!("Configuration in use:\n{text}");
+    println!("Ctrl-C to stop.");
+    serve_until_signal(&dp, None, grace).await
+}

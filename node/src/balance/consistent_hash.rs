@@ -33,10 +33,7 @@ impl ConsistentHash {
         }
         // Break (astronomically rare) position ties by id, not list order, so the
         // ring does not depend on where a backend sits in the config.
-        ring.sort_unstable_by(|(pa, ia), (pb, ib)| {
-            pa.cmp(pb)
-                .then_with(|| backends[*ia].id.cmp(&backends[*ib].id))
-        });
+        ring.sort_unstable_by(|(pa, ia), (pb, ib)| pa.cmp(pb).then_with(|| backends[*ia].id.cmp(&backends[*ib].id)));
         ConsistentHash { ring }
     }
 }
@@ -46,12 +43,7 @@ fn points_for(backend: &Backend) -> u32 {
 }
 
 impl Selector for ConsistentHash {
-    fn pick(
-        &self,
-        backends: &[Backend],
-        key: u64,
-        usable: &dyn Fn(usize) -> bool,
-    ) -> Option<usize> {
+    fn pick(&self, backends: &[Backend], key: u64, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
         let n = backends.len();
         let len = self.ring.len();
         if n == 0 || len == 0 {
@@ -92,15 +84,11 @@ mod tests {
     /// The id of the backend each key lands on.
     fn assign(b: &[Backend], usable: &dyn Fn(usize) -> bool) -> Vec<std::sync::Arc<str>> {
         let sel = ConsistentHash::new(b);
-        (0..KEYS)
-            .map(|k| b[sel.pick(b, key(k), usable).unwrap()].id.clone())
-            .collect()
+        (0..KEYS).map(|k| b[sel.pick(b, key(k), usable).unwrap()].id.clone()).collect()
     }
 
     fn moved(before: &[std::sync::Arc<str>], after: &[std::sync::Arc<str>]) -> Vec<usize> {
-        (0..before.len())
-            .filter(|&k| before[k] != after[k])
-            .collect()
+        (0..before.len()).filter(|&k| before[k] != after[k]).collect()
     }
 
     #[test]
@@ -147,22 +135,12 @@ mod tests {
     fn removing_one_of_five_moves_only_its_keys() {
         let five = test_backends(&[1; 5]);
         let before = assign(&five, &|_| true);
-        let four: Vec<_> = five
-            .iter()
-            .filter(|b| b.id != five[2].id)
-            .cloned()
-            .collect();
+        let four: Vec<_> = five.iter().filter(|b| b.id != five[2].id).cloned().collect();
         let after = assign(&four, &|_| true);
         let moved = moved(&before, &after);
-        eprintln!(
-            "removing 1 of 5 moved {:.3} of keys",
-            moved.len() as f64 / KEYS as f64
-        );
+        eprintln!("removing 1 of 5 moved {:.3} of keys", moved.len() as f64 / KEYS as f64);
         assert!(moved.iter().all(|&k| before[k] == five[2].id));
-        assert_eq!(
-            moved.len(),
-            before.iter().filter(|id| **id == five[2].id).count()
-        );
+        assert_eq!(moved.len(), before.iter().filter(|id| **id == five[2].id).count());
     }
 
     #[test]
@@ -170,11 +148,7 @@ mod tests {
         let five = test_backends(&[1; 5]);
         five[2].state.set_healthy(false);
         let down = assign(&five, &|i| five[i].state.is_available(0));
-        let four: Vec<_> = five
-            .iter()
-            .filter(|b| b.id != five[2].id)
-            .cloned()
-            .collect();
+        let four: Vec<_> = five.iter().filter(|b| b.id != five[2].id).cloned().collect();
         assert_eq!(down, assign(&four, &|_| true));
     }
 

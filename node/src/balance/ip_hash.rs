@@ -16,12 +16,7 @@ impl IpHash {
 }
 
 impl Selector for IpHash {
-    fn pick(
-        &self,
-        backends: &[Backend],
-        key: u64,
-        usable: &dyn Fn(usize) -> bool,
-    ) -> Option<usize> {
+    fn pick(&self, backends: &[Backend], key: u64, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
         let n = backends.len() as u64;
         if n == 0 {
             return None;
@@ -37,9 +32,7 @@ impl Selector for IpHash {
                 return Some(i);
             }
         }
-        (0..backends.len())
-            .map(|step| (home + step) % backends.len())
-            .find(|&i| usable(i))
+        (0..backends.len()).map(|step| (home + step) % backends.len()).find(|&i| usable(i))
     }
 
     fn uses_key(&self) -> bool {
@@ -76,9 +69,7 @@ mod tests {
         let b = test_backends(&[1, 1, 1, 1]);
         let sel = IpHash::new(&b);
         let all = |_: usize| true;
-        let before: Vec<_> = (0..1_000u64)
-            .map(|k| sel.pick(&b, hash_key(&k.to_le_bytes()), &all))
-            .collect();
+        let before: Vec<_> = (0..1_000u64).map(|k| sel.pick(&b, hash_key(&k.to_le_bytes()), &all)).collect();
         b[2].state.set_healthy(false);
         let usable = |i: usize| b[i].state.is_available(0);
         let mut spread = [0usize; 4];
@@ -94,10 +85,7 @@ mod tests {
             assert_eq!(sel.pick(&b, key, &usable), Some(new), "not deterministic");
         }
         // The down backend's keys are rehashed across all three others.
-        assert!(
-            spread.iter().enumerate().all(|(i, &c)| i == 2 || c > 30),
-            "{spread:?}"
-        );
+        assert!(spread.iter().enumerate().all(|(i, &c)| i == 2 || c > 30), "{spread:?}");
     }
 
     #[test]

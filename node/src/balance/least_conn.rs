@@ -13,19 +13,12 @@ pub struct LeastConn {
 
 impl LeastConn {
     pub fn new(_backends: &[Backend]) -> Self {
-        LeastConn {
-            next: AtomicUsize::new(0),
-        }
+        LeastConn { next: AtomicUsize::new(0) }
     }
 }
 
 impl Selector for LeastConn {
-    fn pick(
-        &self,
-        backends: &[Backend],
-        _key: u64,
-        usable: &dyn Fn(usize) -> bool,
-    ) -> Option<usize> {
+    fn pick(&self, backends: &[Backend], _key: u64, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
         let n = backends.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         // (index, in_flight + 1, weight) of the best so far.
@@ -82,9 +75,7 @@ mod tests {
     fn ties_rotate_so_equal_backends_share_load() {
         let b = test_backends(&[1, 1, 1]);
         let sel = LeastConn::new(&b);
-        let seq: Vec<_> = (0..6)
-            .map(|_| sel.pick(&b, 0, &|_| true).unwrap())
-            .collect();
+        let seq: Vec<_> = (0..6).map(|_| sel.pick(&b, 0, &|_| true).unwrap()).collect();
         assert_eq!(seq, [0, 1, 2, 0, 1, 2]);
     }
 

@@ -15,12 +15,7 @@ impl LeastTime {
 }
 
 impl Selector for LeastTime {
-    fn pick(
-        &self,
-        backends: &[Backend],
-        _key: u64,
-        usable: &dyn Fn(usize) -> bool,
-    ) -> Option<usize> {
+    fn pick(&self, backends: &[Backend], _key: u64, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
         let count = (0..backends.len()).filter(|&i| usable(i)).count();
         if count <= 1 {
             return (0..backends.len()).find(|&i| usable(i));
@@ -32,19 +27,12 @@ impl Selector for LeastTime {
         if second >= first {
             second += 1;
         }
-        let (a, b) = match (
-            nth_usable(backends.len(), usable, first),
-            nth_usable(backends.len(), usable, second),
-        ) {
+        let (a, b) = match (nth_usable(backends.len(), usable, first), nth_usable(backends.len(), usable, second)) {
             (Some(a), Some(b)) => (a, b),
             // Usability changed between passes: take whichever is still found.
             (a, b) => return a.or(b).or_else(|| (0..backends.len()).find(|&i| usable(i))),
         };
-        Some(if better(&backends[b], &backends[a]) {
-            b
-        } else {
-            a
-        })
+        Some(if better(&backends[b], &backends[a]) { b } else { a })
     }
 }
 

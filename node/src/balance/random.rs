@@ -14,16 +14,8 @@ impl Random {
 }
 
 impl Selector for Random {
-    fn pick(
-        &self,
-        backends: &[Backend],
-        _key: u64,
-        usable: &dyn Fn(usize) -> bool,
-    ) -> Option<usize> {
-        let total: u64 = (0..backends.len())
-            .filter(|&i| usable(i))
-            .map(|i| u64::from(backends[i].weight))
-            .sum();
+    fn pick(&self, backends: &[Backend], _key: u64, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let total: u64 = (0..backends.len()).filter(|&i| usable(i)).map(|i| u64::from(backends[i].weight)).sum();
         if total == 0 {
             return None;
         }

@@ -11,19 +11,12 @@ pub struct RoundRobin {
 
 impl RoundRobin {
     pub fn new(_backends: &[Backend]) -> Self {
-        RoundRobin {
-            next: AtomicUsize::new(0),
-        }
+        RoundRobin { next: AtomicUsize::new(0) }
     }
 }
 
 impl Selector for RoundRobin {
-    fn pick(
-        &self,
-        backends: &[Backend],
-        _key: u64,
-        usable: &dyn Fn(usize) -> bool,
-    ) -> Option<usize> {
+    fn pick(&self, backends: &[Backend], _key: u64, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
         let n = backends.len();
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         for step in 0..n {
@@ -48,9 +41,7 @@ mod tests {
 
     fn picks(sel: &RoundRobin, b: &[Backend], count: usize) -> Vec<usize> {
         let usable = |i: usize| b[i].state.is_available(0);
-        (0..count)
-            .map(|_| sel.pick(b, 0, &usable).unwrap())
-            .collect()
+        (0..count).map(|_| sel.pick(b, 0, &usable).unwrap()).collect()
     }
 
     #[test]

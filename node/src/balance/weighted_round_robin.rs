@@ -13,19 +13,12 @@ pub struct WeightedRoundRobin {
 
 impl WeightedRoundRobin {
     pub fn new(backends: &[Backend]) -> Self {
-        WeightedRoundRobin {
-            current: Mutex::new(vec![0; backends.len()]),
-        }
+        WeightedRoundRobin { current: Mutex::new(vec![0; backends.len()]) }
     }
 }
 
 impl Selector for WeightedRoundRobin {
-    fn pick(
-        &self,
-        backends: &[Backend],
-        _key: u64,
-        usable: &dyn Fn(usize) -> bool,
-    ) -> Option<usize> {
+    fn pick(&self, backends: &[Backend], _key: u64, usable: &dyn Fn(usize) -> bool) -> Option<usize> {
         // The state is a few integers that are valid after any partial update, so a
         // panic elsewhere while holding the lock leaves nothing to repair.
         let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
@@ -56,9 +49,7 @@ mod tests {
 
     fn picks(sel: &WeightedRoundRobin, b: &[Backend], count: usize) -> Vec<usize> {
         let usable = |i: usize| b[i].state.is_available(0);
-        (0..count)
-            .map(|_| sel.pick(b, 0, &usable).unwrap())
-            .collect()
+        (0..count).map(|_| sel.pick(b, 0, &usable).unwrap()).collect()
     }
 
     #[test]
