@@ -3,11 +3,11 @@
 //! the owner-side runtime. Nothing here talks to Raft: the node wires this crate to
 //! the Raft crate through [`owner::Renewer`] and the plain data of [`controller`].
 
-// pub mod addr;
-// pub mod announce;
+pub mod addr;
+pub mod announce;
 pub mod controller;
 pub mod error;
-// pub mod fence;
+pub mod fence;
 pub mod lease;
 // pub mod owner;
 pub mod vip;
