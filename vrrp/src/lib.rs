@@ -9,7 +9,7 @@ pub mod controller;
 pub mod error;
 pub mod fence;
 pub mod lease;
-// pub mod owner;
+pub mod owner;
 pub mod vip;
 
 pub use error::{Error, Result};

@@ -132,7 +132,7 @@ impl Lab {
     /// Runs `f` on a thread that has entered namespace `ns`, with a current-thread
     /// tokio runtime, so sockets, netlink handles and child processes it creates
     /// belong to that namespace.
-    pub fn in_ns<T: Send, F: Future<Output = T> + Send>(&self, ns: &str, f: impl FnOnce() -> F + Send) -> T {
+    pub fn in_ns<T: Send, F: Future<Output = T>>(&self, ns: &str, f: impl FnOnce() -> F + Send) -> T {
         let path = format!("/run/netns/{ns}");
         std::thread::scope(|s| {
             s.spawn(|| {
