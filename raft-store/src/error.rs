@@ -36,8 +36,8 @@ pub enum Error {
     NotLeader { leader: Option<NodeId> },
 
     /// No leader could be found or reached before the deadline.
-    #[error("no reachable leader within {0:?}")]
-    NoLeader(Duration),
+    #[error("no reachable leader within {waited:?} (last problem: {last})")]
+    NoLeader { waited: Duration, last: String },
 
     /// The leader could not confirm that a quorum still follows it.
     #[error("leadership not confirmed by a quorum: {0}")]

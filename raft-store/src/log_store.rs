@@ -23,12 +23,21 @@ pub struct LogStore {
     meta: sled::Tree,
 }
 
-fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, StorageIOError<u64>> {
-    serde_json::to_vec(v).map_err(|e| StorageIOError::write(&e))
+/// What can go wrong below openraft's error types (kept small; mapped at the edge).
+#[derive(Debug, thiserror::Error)]
+enum IoError {
+    #[error(transparent)]
+    Sled(#[from] sled::Error),
+    #[error("encoding: {0}")]
+    Json(#[from] serde_json::Error),
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StorageIOError<u64>> {
-    serde_json::from_slice(bytes).map_err(|e| StorageIOError::read(&e))
+fn encode<T: Serialize>(v: &T) -> Result<Vec<u8>, IoError> {
+    Ok(serde_json::to_vec(v)?)
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, IoError> {
+    Ok(serde_json::from_slice(bytes)?)
 }
 
 fn bound_key(b: Bound<&u64>) -> Bound<[u8; 8]> {
@@ -50,8 +59,8 @@ impl LogStore {
         Ok(self.meta.get(KEY_VOTE)?.is_none() && self.meta.get(KEY_LAST_PURGED)?.is_none() && self.logs.is_empty())
     }
 
-    fn read_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, StorageIOError<u64>> {
-        match self.meta.get(key).map_err(|e| StorageIOError::read(&e))? {
+    fn read_meta<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<T>, IoError> {
+        match self.meta.get(key)? {
             Some(v) => Ok(Some(decode(&v)?)),
             None => Ok(None),
         }
@@ -71,7 +80,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let mut out = Vec::new();
         for item in self.logs.range(r) {
             let (_, v) = item.map_err(|e| StorageIOError::read_logs(&e))?;
-            out.push(decode::<Entry>(&v)?);
+            out.push(decode::<Entry>(&v).map_err(|e| StorageIOError::read_logs(&e))?);
         }
         Ok(out)
     }
@@ -81,9 +90,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = LogStore;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError> {
-        let last_purged: Option<LogId> = self.read_meta(KEY_LAST_PURGED)?;
+        let last_purged: Option<LogId> = self.read_meta(KEY_LAST_PURGED).map_err(|e| StorageIOError::read_logs(&e))?;
         let last = match self.logs.last().map_err(|e| StorageIOError::read_logs(&e))? {
-            Some((_, v)) => Some(decode::<Entry>(&v)?.log_id),
+            Some((_, v)) => Some(decode::<Entry>(&v).map_err(|e| StorageIOError::read_logs(&e))?.log_id),
             None => last_purged,
         };
         Ok(LogState { last_purged_log_id: last_purged, last_log_id: last })
@@ -94,7 +103,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
-        self.meta.insert(KEY_VOTE, encode(vote)?).map_err(|e| StorageIOError::write_vote(&e))?;
+        self.meta
+            .insert(KEY_VOTE, encode(vote).map_err(|e| StorageIOError::write_vote(&e))?)
+            .map_err(|e| StorageIOError::write_vote(&e))?;
         self.flush().await.map_err(|e| StorageIOError::write_vote(&e))?;
         Ok(())
     }
@@ -106,12 +117,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), StorageError> {
         // Not flushed on its own: losing it only means re-learning the commit index
         // from the leader; the next flush (any append) persists it anyway.
-        self.meta.insert(KEY_COMMITTED, encode(&committed)?).map_err(|e| StorageIOError::write(&e))?;
+        self.meta
+            .insert(KEY_COMMITTED, encode(&committed).map_err(|e| StorageIOError::write(&e))?)
+            .map_err(|e| StorageIOError::write(&e))?;
         Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, StorageError> {
-        Ok(self.read_meta::<Option<LogId>>(KEY_COMMITTED)?.flatten())
+        let c = self.read_meta::<Option<LogId>>(KEY_COMMITTED).map_err(|e| StorageIOError::read(&e))?;
+        Ok(c.flatten())
     }
 
     async fn append<I>(&mut self, entries: I, callback: LogFlushed<TypeConfig>) -> Result<(), StorageError>
@@ -121,7 +135,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     {
         let mut batch = sled::Batch::default();
         for entry in entries {
-            batch.insert(&entry.log_id.index.to_be_bytes(), encode(&entry)?);
+            let bytes = encode(&entry).map_err(|e| StorageIOError::write_log_entry(entry.log_id, &e))?;
+            batch.insert(&entry.log_id.index.to_be_bytes(), bytes);
         }
         let res = match self.logs.apply_batch(batch) {
             Ok(()) => self.flush().await,
@@ -154,7 +169,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
         // Record the purge point first: a crash in between leaves extra entries, never
         // a gap that the log state does not explain.
-        self.meta.insert(KEY_LAST_PURGED, encode(&log_id)?).map_err(|e| StorageIOError::write(&e))?;
+        self.meta
+            .insert(KEY_LAST_PURGED, encode(&log_id).map_err(|e| StorageIOError::write(&e))?)
+            .map_err(|e| StorageIOError::write(&e))?;
         let upto = log_id.index.to_be_bytes();
         let mut batch = sled::Batch::default();
         for item in self.logs.range(..=upto) {
@@ -185,8 +202,8 @@ mod tests {
             assert!(s.is_pristine().unwrap());
             s.save_vote(&Vote::new(3, 1)).await.unwrap();
             let mut batch = sled::Batch::default();
-            for i in 1..=10 {
-                batch.insert(&(i as u64).to_be_bytes(), encode(&entry(i)).unwrap());
+            for i in 1..=10u64 {
+                batch.insert(&i.to_be_bytes(), encode(&entry(i)).unwrap());
             }
             s.logs.apply_batch(batch).unwrap();
             s.truncate(entry(8).log_id).await.unwrap();

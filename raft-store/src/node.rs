@@ -118,8 +118,6 @@ impl ClusterOptions {
             max_in_snapshot_log_to_keep: self.logs_kept_after_snapshot,
             snapshot_max_chunk_size: 1024 * 1024,
             install_snapshot_timeout: 2000,
-            // A lagging follower beyond this distance gets a snapshot.
-            replication_lag_threshold: self.snapshot_logs_since_last.max(1),
             ..Default::default()
         };
         config.validate().map_err(|e| Error::InvalidOptions(e.to_string()))
@@ -522,13 +520,7 @@ impl ClusterNode {
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(match last_problem.as_str() {
-                    "no leader known" => Error::NoLeader(s.request_timeout),
-                    _ => Error::Rpc {
-                        peer: "leader".into(),
-                        message: format!("gave up after {:?}: {last_problem}", s.request_timeout),
-                    },
-                });
+                return Err(Error::NoLeader { waited: s.request_timeout, last: last_problem });
             }
             let remaining = deadline - now;
             let leader = metrics.borrow().current_leader;
