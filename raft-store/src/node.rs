@@ -514,16 +514,22 @@ impl ClusterNode {
         let deadline = Instant::now() + s.request_timeout;
         let mut metrics = s.raft.metrics();
         let mut last_problem = String::from("no leader known");
+        // Set when the last answer was a leader that could not confirm its quorum.
+        let mut no_quorum = false;
         loop {
             if self.stopped.load(Ordering::SeqCst) {
                 return Err(Error::Shutdown);
             }
             let now = Instant::now();
             if now >= deadline {
+                if no_quorum {
+                    return Err(Error::NoQuorum(last_problem));
+                }
                 return Err(Error::NoLeader { waited: s.request_timeout, last: last_problem });
             }
             let remaining = deadline - now;
             let leader = metrics.borrow().current_leader;
+            no_quorum = false;
             let reply = match leader {
                 Some(l) if l == s.id => op.run_local(s).await,
                 Some(l) => {
@@ -561,7 +567,13 @@ impl ClusterNode {
                     last_problem = format!("asked node is not the leader (it names {leader:?})");
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
-                ClusterReply::NoQuorum { message } => return Err(Error::NoQuorum(message)),
+                ClusterReply::NoQuorum { message } => {
+                    // One slow heartbeat round is not a lost quorum: ask again until
+                    // the deadline, then report it.
+                    last_problem = message;
+                    no_quorum = true;
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
                 ClusterReply::Failed { message } => {
                     return Err(Error::Rpc { peer: format!("node {}", leader.unwrap_or_default()), message });
                 }

@@ -226,6 +226,16 @@ async fn learner_added_after_thousands_of_entries_catches_up_through_snapshot() 
         })
         .await;
         assert_eq!(voters, Some(4));
+        // And remove it again, through a follower (forwarded to the leader).
+        let f = c.follower(leader);
+        c.nodes[f].node().remove_node(4).await.unwrap();
+        let members = wait_until(SOON, || {
+            let ids: Vec<u64> = node.status().members.iter().map(|m| m.id).collect();
+            async move { (ids == vec![1, 2, 3]).then_some(ids) }
+        })
+        .await;
+        assert!(members.is_some(), "node 4 removed from the membership");
+        assert!(c.nodes[f].node().remove_node(4).await.is_err(), "not a member any more");
         c.stop_all().await;
     })
     .await;
