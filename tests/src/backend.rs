@@ -25,6 +25,7 @@ pub struct TestBackend {
     /// Added before answering every non-health request, in ms.
     pub delay_ms: Arc<AtomicU64>,
     task: JoinHandle<()>,
+    stop_tx: tokio::sync::watch::Sender<bool>,
 }
 
 type Body = BoxBody<Bytes, std::io::Error>;
@@ -53,19 +54,26 @@ impl TestBackend {
             health_checks: health_checks.clone(),
             delay_ms: delay_ms.clone(),
         };
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, peer)) = listener.accept().await else { continue };
                 let st = st.clone();
+                let mut stop = stop_rx.clone();
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req| serve(req, st.clone(), peer));
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), svc)
-                        .await;
+                    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+                    // Stopping the backend closes its open connections too, like a
+                    // process that exits.
+                    tokio::select! {
+                        _ = conn => {}
+                        _ = stop.changed() => {}
+                    }
                 });
             }
         });
-        TestBackend { name: name.to_string(), addr, hits, healthy, health_checks, delay_ms, task }
+        TestBackend { name: name.to_string(), addr, hits, healthy, health_checks, delay_ms, task, stop_tx }
     }
 
     pub fn hits(&self) -> u64 {
@@ -80,16 +88,16 @@ impl TestBackend {
         self.healthy.store(up, Ordering::Relaxed);
     }
 
-    /// Stops accepting and closes the listening socket (open connections end
-    /// when their tasks notice).
+    /// Stops accepting, closes the listening socket and every open connection.
     pub fn stop(&self) {
         self.task.abort();
+        let _ = self.stop_tx.send(true);
     }
 }
 
 impl Drop for TestBackend {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop();
     }
 }
 
