@@ -140,6 +140,7 @@ pub(crate) struct Shared {
     pub(crate) state_rx: watch::Receiver<Arc<ClusterState>>,
     pub(crate) client: PeerClient,
     pub(crate) secret: Arc<Vec<u8>>,
+    pub(crate) replay: auth::ReplayGuard,
     pub(crate) db: sled::Db,
     request_timeout: Duration,
     /// Bound on one leadership confirmation (a few heartbeats).
@@ -356,6 +357,7 @@ impl ClusterNode {
             state_rx,
             client,
             secret,
+            replay: auth::ReplayGuard::new(),
             db,
             request_timeout: Duration::from_millis(opts.request_timeout_ms),
             confirm_timeout: Duration::from_millis(opts.election_timeout_max_ms.max(4 * opts.heartbeat_ms)),

@@ -96,9 +96,12 @@ async fn authenticate(
         Err(_) => return ApiError::TooLarge.into_response(),
     };
     let path = parts.uri.path().to_string();
-    match auth::verify(&shared.secret, parts.method.as_str(), &path, &parts.headers, &bytes, auth::now_ms()) {
-        Ok(sender) => {
-            parts.extensions.insert(Sender(sender));
+    let now = auth::now_ms();
+    let checked = auth::verify(&shared.secret, parts.method.as_str(), &path, &parts.headers, &bytes, now)
+        .and_then(|v| shared.replay.check(&v, now).map(|()| v));
+    match checked {
+        Ok(v) => {
+            parts.extensions.insert(Sender(v.node));
             next.run(Request::from_parts(parts, Body::from(bytes))).await
         }
         Err(e) => {

@@ -51,6 +51,15 @@ async fn requests_without_valid_mac_get_401_and_change_nothing() {
         let (status, _) = right.send(&addr, PATH_WRITE, body.clone(), &other, RPC).await.unwrap();
         assert_eq!(status, 401);
 
+        // A captured, valid request cannot be sent twice.
+        let noop = serde_json::to_vec(&WriteRequest { cmd: Command::Noop }).unwrap();
+        let signed = auth::sign(SECRET, "POST", PATH_WRITE, auth::now_ms(), 9, &noop);
+        let (status, _) = right.send(&addr, PATH_WRITE, noop.clone(), &signed, RPC).await.unwrap();
+        assert_eq!(status, 200);
+        let (status, answer) = right.send(&addr, PATH_WRITE, noop, &signed, RPC).await.unwrap();
+        assert_eq!(status, 401);
+        assert!(String::from_utf8_lossy(&answer).contains("replayed"));
+
         // Raft endpoints and unknown paths are guarded the same way.
         let (status, _) = wrong.post_raw(&addr, PATH_APPEND, b"{}".to_vec(), RPC).await.unwrap();
         assert_eq!(status, 401);
