@@ -216,6 +216,8 @@ async fn learner_added_after_thousands_of_entries_catches_up_through_snapshot() 
         println!("learner caught up to index {last} in {:?}", t1.elapsed());
         let stats = learner.snapshot_stats();
         assert!(stats.installed >= 1, "learner installed a snapshot: {stats:?}");
+        let ls = learner.status();
+        assert!(ls.snapshot_index.is_some() && ls.purged_index.is_some(), "learner log starts at the snapshot: {ls:?}");
         assert_eq!(c.nodes[3].sink.len(), 3000, "every sticky entry reached the learner's sink");
         assert_eq!(c.nodes[3].sink.get("web", "client-7-9"), c.nodes[leader].sink.get("web", "client-7-9"));
         // Then promote it to a voter.
