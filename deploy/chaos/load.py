@@ -1,0 +1,161 @@
+#!/usr/bin/env python3
+"""Steady client load through the VIP for a bounded time; one JSON line per request.
+
+Runs in the client namespace. Kinds of traffic, each a set of independent workers:
+  plain   GET /            keep-alive, no affinity
+  cookie  GET /c/<sid>     keeps every cookie the proxy sets (cookie stickiness)
+  header  GET /h/<sid>     sends `x-session: <sid>` (stick table replicated by Raft)
+  tcp     a stream through the tcp listener: one line every interval, echo expected
+Each record: t0/t1 (CLOCK_MONOTONIC seconds, shared with the sampler), kind, session,
+ok, status or error, backend (x-backend) and lb (x-peer: the proxy node address the
+backend saw, i.e. which load balancer answered). Standard library only.
+"""
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+import time
+
+mono = time.monotonic
+
+
+class Log:
+    def __init__(self, path):
+        self.f = open(path, "w", buffering=1 << 16)
+
+    def write(self, **rec):
+        self.f.write(json.dumps(rec, separators=(",", ":")) + "\n")
+
+    def close(self):
+        self.f.close()
+
+
+async def read_response(reader):
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin1").split("\r\n")
+    status = int(lines[0].split(" ")[1])
+    headers = []
+    for line in lines[1:]:
+        if ":" in line:
+            k, v = line.split(":", 1)
+            headers.append((k.strip().lower(), v.strip()))
+    h = dict(headers)
+    length = int(h.get("content-length", "0") or 0)
+    body = await reader.readexactly(length) if length else b""
+    return status, headers, h, body
+
+
+async def http_worker(a, log, kind, sid, deadline):
+    """One client: keep-alive connection, reconnect after any failure."""
+    reader = writer = None
+    cookies = {}
+    path = {"plain": "/", "cookie": f"/c/{sid}", "header": f"/h/{sid}"}[kind]
+    interval = a.interval_ms / 1000.0
+    while mono() < deadline:
+        t0 = mono()
+        rec = dict(k=kind, s=sid)
+        try:
+            if writer is None:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(a.vip, a.port), timeout=a.timeout_ms / 1000.0
+                )
+            req = f"GET {path} HTTP/1.1\r\nHost: {a.vip}\r\n"
+            if kind == "header":
+                req += f"x-session: {sid}\r\n"
+            if cookies:
+                req += "Cookie: " + "; ".join(f"{k}={v}" for k, v in cookies.items()) + "\r\n"
+            writer.write((req + "\r\n").encode())
+            status, headers, h, _ = await asyncio.wait_for(read_response(reader), timeout=a.timeout_ms / 1000.0)
+            for k, v in headers:
+                if k == "set-cookie":
+                    name, _, rest = v.partition("=")
+                    cookies[name.strip()] = rest.split(";", 1)[0].strip()
+            rec.update(ok=status == 200, st=status, be=h.get("x-backend"), lb=h.get("x-peer"))
+            if h.get("connection", "").lower() == "close":
+                writer.close()
+                reader = writer = None
+        except Exception as e:  # noqa: BLE001 - every failure is a data point
+            rec.update(ok=False, err=type(e).__name__)
+            if writer is not None:
+                writer.close()
+            reader = writer = None
+        t1 = mono()
+        rec.update(t0=round(t0, 4), t1=round(t1, 4))
+        log.write(**rec)
+        await asyncio.sleep(max(0.005, interval - (t1 - t0)) if rec["ok"] else 0.01)
+    if writer is not None:
+        writer.close()
+
+
+async def tcp_worker(a, log, sid, deadline):
+    """A TCP stream: one line per interval, echo expected; reconnect on failure."""
+    reader = writer = None
+    seq = 0
+    interval = a.interval_ms / 1000.0
+    while mono() < deadline:
+        t0 = mono()
+        rec = dict(k="tcp", s=sid)
+        try:
+            if writer is None:
+                reader, writer = await asyncio.wait_for(
+                    asyncio.open_connection(a.vip, a.tcp_port), timeout=a.timeout_ms / 1000.0
+                )
+                rec["new"] = True
+            seq += 1
+            writer.write(f"{sid}-{seq}\n".encode())
+            line = await asyncio.wait_for(reader.readline(), timeout=a.timeout_ms / 1000.0)
+            parts = line.decode().split()
+            if len(parts) != 3 or parts[2] != f"{sid}-{seq}":
+                raise ConnectionError("bad echo")
+            rec.update(ok=True, be=parts[0], lb=parts[1])
+        except Exception as e:  # noqa: BLE001
+            rec.update(ok=False, err=type(e).__name__)
+            if writer is not None:
+                writer.close()
+            reader = writer = None
+        t1 = mono()
+        rec.update(t0=round(t0, 4), t1=round(t1, 4))
+        log.write(**rec)
+        await asyncio.sleep(max(0.005, interval - (t1 - t0)) if rec["ok"] else 0.01)
+    if writer is not None:
+        writer.close()
+
+
+async def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--vip", required=True)
+    ap.add_argument("--port", type=int, default=80)
+    ap.add_argument("--tcp-port", type=int, default=9000)
+    ap.add_argument("--duration", type=float, required=True, help="seconds (hard bound)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--plain", type=int, default=4)
+    ap.add_argument("--cookie", type=int, default=6)
+    ap.add_argument("--header", type=int, default=6)
+    ap.add_argument("--tcp", type=int, default=2)
+    ap.add_argument("--interval-ms", type=float, default=40)
+    ap.add_argument("--timeout-ms", type=float, default=500)
+    a = ap.parse_args()
+    if not 0 < a.duration <= 3600:
+        sys.exit("duration must be in (0, 3600] s")
+    log = Log(a.out)
+    deadline = mono() + a.duration
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for s in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(s, stop.set)
+    tasks = [asyncio.create_task(http_worker(a, log, "plain", f"p{i}", deadline)) for i in range(a.plain)]
+    tasks += [asyncio.create_task(http_worker(a, log, "cookie", f"c{i}", deadline)) for i in range(a.cookie)]
+    tasks += [asyncio.create_task(http_worker(a, log, "header", f"h{i}", deadline)) for i in range(a.header)]
+    tasks += [asyncio.create_task(tcp_worker(a, log, f"t{i}", deadline)) for i in range(a.tcp)]
+    waiter = asyncio.create_task(stop.wait())
+    await asyncio.wait([asyncio.gather(*tasks), waiter], timeout=a.duration + 5, return_when=asyncio.FIRST_COMPLETED)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    log.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
