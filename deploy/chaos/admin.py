@@ -107,10 +107,15 @@ def main():
         return 0
 
     if a.cmd == "wait-healthy":
-        deadline = time.monotonic() + min(a.timeout, 300)
-        views = {}
+        start = time.monotonic()
+        deadline = start + min(a.timeout, 300)
+        views, ever = {}, False
         while time.monotonic() < deadline:
             views = cluster_views(nodes)
+            ever = ever or any("error" not in v for v in views.values())
+            if not ever and time.monotonic() - start > 5:
+                print(f"admin API unavailable: {json.dumps(views)[:600]}", file=sys.stderr)
+                return 3
             leaders = {v.get("leader") for v in views.values()}
             if all("error" not in v for v in views.values()) and len(leaders) == 1 and None not in leaders:
                 lv = next(v for v in views.values() if v.get("node_id") == next(iter(leaders)))

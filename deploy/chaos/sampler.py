@@ -112,7 +112,8 @@ def fence_state(ns, vip):
         return "unknown"
     state = "none"
     for s in sets:
-        if str(s.get("table", "")).endswith(suffix) and s.get("name") == "lease":
+        # The inet table's set gates IP traffic for the VIP (the arp one gates ARP).
+        if s.get("family") == "inet" and str(s.get("table", "")).endswith(suffix) and s.get("name") == "lease":
             if vip in json.dumps(s.get("elem", [])):
                 return "open"
             state = "closed"
