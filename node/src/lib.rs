@@ -2,9 +2,14 @@
 
 pub mod balance;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod proxy;
 pub mod runtime;
+pub mod sticky;
+pub mod tls;

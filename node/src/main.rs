@@ -45,6 +45,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
+    // One TLS crypto provider for the process (aws-lc-rs).
+    quorumlb::tls::install_default_provider();
     match cli.command {
         Command::Validate { config } => match Config::load(&config) {
             Ok(_) => {
@@ -99,15 +101,30 @@ fn block_on<F: std::future::Future<Output = anyhow::Result<()>>>(workers: usize,
 }
 
 async fn run(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
+    if cfg.node.is_some() {
+        return run_cluster(path, cfg).await;
+    }
     let grace = cfg.runtime.shutdown_grace;
+    let admin = cfg.admin.listen;
     let dp = DataPlane::start(Arc::new(cfg)).await.context("starting the data plane")?;
+    if let Some(addr) = admin {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let bound = quorumlb::metrics::server::start(addr, Arc::clone(dp.metrics()), cancel)
+            .await
+            .with_context(|| format!("starting the admin listener on {addr}"))?;
+        tracing::info!(listen = %bound, "admin listening: /metrics, /healthz");
+    }
     tracing::info!(config = %path.display(), "quorumlb running");
     serve_until_signal(&dp, Some(&path), grace).await
 }
 
-/// Handles signals until SIGTERM/SIGINT: SIGHUP reloads the config file (a bad
-/// file is refused and the running config stays).
-async fn serve_until_signal(dp: &Arc<DataPlane>, path: Option<&Path>, grace: Duration) -> anyhow::Result<()> {
+/// A cluster member: the config comes from Raft; this file gives the node-local
+/// sections and, for the node that creates the cluster, the first cluster config.
+async fn run_cluster(path: PathBuf, cfg: Config) -> anyhow::Result<()> {
+    let grace = cfg.runtime.shutdown_grace;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let member = quorumlb::cluster::Member::start(cfg, &text, &path.display().to_string()).await?;
+    tracing::info!(config = %path.display(), "quorumlb cluster member running");
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
@@ -116,6 +133,33 @@ async fn serve_until_signal(dp: &Arc<DataPlane>, path: Option<&Path>, grace: Dur
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = hup.recv() => tracing::info!(
+                "SIGHUP: in a cluster the config is changed through the admin API (PUT /api/v1/config), not the file"
+            ),
+        }
+    }
+    tracing::info!("shutting down: handing over VIPs, then finishing in-flight requests");
+    member.shutdown(grace).await;
+    Ok(())
+}
+
+/// Handles signals until SIGTERM/SIGINT: SIGHUP reloads the config file and the
+/// certificates (a bad file is refused and the running config stays; a bad
+/// certificate keeps the previous one); SIGUSR1 reopens the access log.
+async fn serve_until_signal(dp: &Arc<DataPlane>, path: Option<&Path>, grace: Duration) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("installing SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing SIGINT handler")?;
+    let mut hup = signal(SignalKind::hangup()).context("installing SIGHUP handler")?;
+    let mut usr1 = signal(SignalKind::user_defined1()).context("installing SIGUSR1 handler")?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = usr1.recv() => {
+                dp.reopen_access_log();
+                tracing::info!("access log reopened");
+            }
             _ = hup.recv() => {
                 let Some(path) = path else { continue };
                 match Config::load(path) {

@@ -16,7 +16,8 @@ pub mod sticky;
 pub mod types;
 
 pub use error::{Error, Result};
-pub use node::{ClusterNode, ClusterOptions, ClusterStatus, MemberStatus, Peer};
+pub use network::NodeReport;
+pub use node::{ClusterNode, ClusterOptions, ClusterStatus, LeaderHooks, MemberStatus, Peer};
 pub use state::{AuditEntry, BackendOverride, ClusterState, ConfigRecord, TokenRecord, UserRecord, VipAssignment};
 pub use state_machine::SnapshotStats;
 pub use sticky::{InMemoryStickySink, StickyRecord, StickySink};

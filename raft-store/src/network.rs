@@ -30,6 +30,7 @@ pub const PATH_SNAPSHOT: &str = "/raft/snapshot";
 pub const PATH_WRITE: &str = "/cluster/write";
 pub const PATH_MEMBERSHIP: &str = "/cluster/membership";
 pub const PATH_LEASE: &str = "/cluster/lease";
+pub const PATH_REPORT: &str = "/cluster/report";
 
 /// Body of `POST /cluster/write`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,6 +44,17 @@ pub struct LeaseRequest {
     pub vip: String,
     pub epoch: u64,
     pub node: NodeId,
+}
+
+/// A node's periodic "I am here" to the leader, with what the VIP controller needs
+/// to know about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeReport {
+    pub node: NodeId,
+    /// Its data plane is running and can serve.
+    pub proxy_healthy: bool,
+    /// It is shutting down and asks to be relieved of its VIPs.
+    pub shutting_down: bool,
 }
 
 /// Body of `POST /cluster/membership`.

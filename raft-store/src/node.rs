@@ -22,8 +22,8 @@ use crate::auth;
 use crate::error::{Error, Result};
 use crate::log_store::LogStore;
 use crate::network::{
-    ClusterReply, LeaseRequest, MembershipRequest, NetworkFactory, PATH_LEASE, PATH_MEMBERSHIP, PATH_WRITE, PeerClient,
-    TransportError, WriteRequest,
+    ClusterReply, LeaseRequest, MembershipRequest, NetworkFactory, NodeReport, PATH_LEASE, PATH_MEMBERSHIP,
+    PATH_REPORT, PATH_WRITE, PeerClient, TransportError, WriteRequest,
 };
 use crate::state::ClusterState;
 use crate::state_machine::{SnapshotStats, StateMachineStore};
@@ -39,6 +39,17 @@ pub struct Peer {
     /// Only used when this node bootstraps the cluster; defaults to proxy.
     #[serde(default)]
     pub role: Role,
+}
+
+/// What the application does on the leader when a VIP owner renews its lease or a
+/// node reports in. Both run only on the node that is leader at that moment.
+pub trait LeaderHooks: Send + Sync + 'static {
+    /// Called after a quorum confirmed this node's leadership and the applied state
+    /// names `node` the owner of `vip` at `epoch`. The renewal is granted only if
+    /// this returns true; the implementation records when it said yes.
+    fn grant_lease(&self, vip: &str, epoch: u64, node: NodeId) -> bool;
+    /// A node's periodic report (see [`ClusterNode::report`]).
+    fn node_report(&self, report: NodeReport);
 }
 
 /// Everything a node needs to join the cluster (from its own `[node]`/`[cluster]`).
@@ -64,6 +75,14 @@ pub struct ClusterOptions {
     /// Overall deadline for a write, membership change or lease check, including
     /// finding the leader while one is being elected.
     pub request_timeout_ms: u64,
+    /// Application hooks run on the leader (VIP lease grants, node reports).
+    pub hooks: Option<Arc<dyn LeaderHooks>>,
+}
+
+impl std::fmt::Debug for dyn LeaderHooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LeaderHooks")
+    }
 }
 
 impl ClusterOptions {
@@ -89,6 +108,7 @@ impl ClusterOptions {
             snapshot_logs_since_last: 5000,
             logs_kept_after_snapshot: 1000,
             request_timeout_ms: 5000,
+            hooks: None,
         }
     }
 
@@ -145,6 +165,7 @@ pub(crate) struct Shared {
     request_timeout: Duration,
     /// Bound on one leadership confirmation (a few heartbeats).
     confirm_timeout: Duration,
+    hooks: Option<Arc<dyn LeaderHooks>>,
 }
 
 /// An operation that only the leader may carry out. The same code runs it locally on
@@ -230,12 +251,34 @@ impl LeaderOp for LeaseRequest {
         match s.confirm_leadership().await {
             Ok(()) => {
                 let owner = s.state_rx.borrow().is_vip_owner(&self.vip, self.epoch, self.node);
-                ClusterReply::Ok { value: owner }
+                let granted = match (&s.hooks, owner) {
+                    (Some(h), true) => h.grant_lease(&self.vip, self.epoch, self.node),
+                    (_, owner) => owner,
+                };
+                ClusterReply::Ok { value: granted }
             }
             Err(Error::NotLeader { leader }) => ClusterReply::NotLeader { leader },
             Err(Error::NoQuorum(message)) => ClusterReply::NoQuorum { message },
             Err(e) => ClusterReply::Failed { message: e.to_string() },
         }
+    }
+}
+
+impl LeaderOp for NodeReport {
+    type Out = bool;
+    const PATH: &'static str = PATH_REPORT;
+    const WHAT: &'static str = "report";
+    const IDEMPOTENT: bool = true;
+
+    async fn run_local(&self, s: &Shared) -> ClusterReply<bool> {
+        let leader = s.raft.metrics().borrow().current_leader;
+        if leader != Some(s.id) {
+            return ClusterReply::NotLeader { leader };
+        }
+        if let Some(h) = &s.hooks {
+            h.node_report(*self);
+        }
+        ClusterReply::Ok { value: true }
     }
 }
 
@@ -307,6 +350,8 @@ struct ServerTask {
 #[derive(Clone)]
 pub struct ClusterNode {
     shared: Arc<Shared>,
+    /// This start initialised a brand-new cluster (so the caller seeds its config).
+    created: bool,
     server: Arc<Mutex<Option<ServerTask>>>,
     stopped: Arc<AtomicBool>,
 }
@@ -361,6 +406,7 @@ impl ClusterNode {
             db,
             request_timeout: Duration::from_millis(opts.request_timeout_ms),
             confirm_timeout: Duration::from_millis(opts.election_timeout_max_ms.max(4 * opts.heartbeat_ms)),
+            hooks: opts.hooks.clone(),
         });
 
         let app = crate::rpc::router(shared.clone());
@@ -374,14 +420,16 @@ impl ClusterNode {
                 tracing::error!(error = %e, "cluster rpc server failed");
             }
         });
+        let lowest = opts.peers.iter().map(|p| p.id).chain([opts.node_id]).min();
+        let created = pristine && lowest == Some(opts.node_id);
         let node = ClusterNode {
             shared,
+            created,
             server: Arc::new(Mutex::new(Some(ServerTask { stop: stop_tx, handle }))),
             stopped: Arc::new(AtomicBool::new(false)),
         };
 
-        let lowest = opts.peers.iter().map(|p| p.id).chain([opts.node_id]).min();
-        if pristine && lowest == Some(opts.node_id) {
+        if created {
             let members = opts.initial_members();
             tracing::info!(node = opts.node_id, members = ?members.keys().collect::<Vec<_>>(), "initialising new cluster");
             if let Err(e) = node.shared.raft.initialize(members).await {
@@ -396,6 +444,12 @@ impl ClusterNode {
 
     pub fn id(&self) -> NodeId {
         self.shared.id
+    }
+
+    /// True when this start created a new cluster (first start of the lowest-id
+    /// node); false on every restart and on every other node.
+    pub fn created_cluster(&self) -> bool {
+        self.created
     }
 
     /// The replicated state, republished after every applied batch.
@@ -484,6 +538,11 @@ impl ClusterNode {
 
     /// Confirms, on this node, that it is the leader backed by a quorum right now and
     /// that its state has applied everything committed before the call.
+    /// Sends this node's report to the leader (forwarded like a write).
+    pub async fn report(&self, report: NodeReport) -> Result<()> {
+        self.leader_call(report).await.map(|_| ())
+    }
+
     pub async fn ensure_linearizable(&self) -> Result<()> {
         self.shared.confirm_leadership().await
     }

@@ -20,8 +20,8 @@ use serde::de::DeserializeOwned;
 
 use crate::auth;
 use crate::network::{
-    LeaseRequest, MembershipRequest, PATH_APPEND, PATH_LEASE, PATH_MEMBERSHIP, PATH_SNAPSHOT, PATH_VOTE, PATH_WRITE,
-    WriteRequest,
+    LeaseRequest, MembershipRequest, NodeReport, PATH_APPEND, PATH_LEASE, PATH_MEMBERSHIP, PATH_REPORT, PATH_SNAPSHOT,
+    PATH_VOTE, PATH_WRITE, WriteRequest,
 };
 use crate::node::{LeaderOp, Shared};
 use crate::types::{NodeId, TypeConfig};
@@ -78,6 +78,7 @@ fn leader_routes() -> Router<Arc<Shared>> {
         .route(PATH_WRITE, post(leader_op::<WriteRequest>))
         .route(PATH_MEMBERSHIP, post(leader_op::<MembershipRequest>))
         .route(PATH_LEASE, post(leader_op::<LeaseRequest>))
+        .route(PATH_REPORT, post(leader_op::<NodeReport>))
 }
 
 /// Authenticated sender, put into request extensions for handlers and logs.

@@ -2,6 +2,8 @@
 //! file:line:column errors (`validate`), and the typed `Config` the rest of the node
 //! reads. Defaults follow what HAProxy and nginx operators expect.
 
+mod cluster;
+mod l7;
 mod raw;
 mod validate;
 
@@ -9,6 +11,11 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+pub use cluster::{ClusterSettings, NodeRole, NodeSettings, PeerSettings, VipSettings};
+pub use l7::{
+    AccessLogFormat, AccessLogSettings, AdminSettings, CertificateFiles, HttpSettings, RateKey, RateLimit, RouteLimits,
+    StickyConfig, StickyMode, UpstreamTls, route_body_limit,
+};
 pub use validate::{ConfigError, ConfigErrors};
 
 /// A validated configuration. Every value here has been checked; building runtime
@@ -18,10 +25,16 @@ pub struct Config {
     pub runtime: RuntimeSettings,
     pub listeners: Vec<Listener>,
     pub pools: Vec<Pool>,
-    /// Node-local sections, kept as parsed TOML for the cluster layer.
-    pub node: Option<toml::Value>,
-    pub cluster: Option<toml::Value>,
-    pub admin: Option<toml::Value>,
+    /// `[node]`: node-local, never replicated.
+    pub node: Option<NodeSettings>,
+    /// `[cluster]`: node-local, never replicated.
+    pub cluster: Option<ClusterSettings>,
+    /// `[[vip]]`: cluster config.
+    pub vips: Vec<VipSettings>,
+    /// `[admin]`: the metrics/admin address.
+    pub admin: AdminSettings,
+    /// `[access_log]`: absent = no access log.
+    pub access_log: Option<AccessLogSettings>,
 }
 
 #[derive(Debug, Clone)]
@@ -34,6 +47,30 @@ pub struct RuntimeSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Http,
+    /// HTTP over TLS, terminated here with the listener's certificates.
+    Https,
+    /// L4 TCP relay: bytes in, bytes out, no parsing.
+    Tcp,
+    /// L4 UDP: datagrams relayed per client flow.
+    Udp,
+}
+
+impl Protocol {
+    /// Whether listeners of this protocol accept TCP connections (and so share the
+    /// stream address space: an http and a tcp listener cannot use one address).
+    pub fn is_stream(self) -> bool {
+        matches!(self, Protocol::Http | Protocol::Https | Protocol::Tcp)
+    }
+
+    /// The name used in the config file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Https => "https",
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -50,7 +87,18 @@ pub struct Listener {
     pub idle_timeout: Duration,
     /// Most connections open at once on this listener; 0 = unlimited.
     pub maxconn: u64,
+    /// Most connections open at once from one client IP; 0 = unlimited. With
+    /// `accept_proxy` the client IP is the one the PROXY header names.
+    pub maxconn_per_source: u64,
+    /// Read a PROXY protocol v1/v2 header first and take the client address from it.
+    pub accept_proxy: bool,
+    /// UDP: a flow with no datagram either way for this long is forgotten.
+    pub udp_idle_timeout: Duration,
+    /// UDP: most client flows tracked at once; datagrams of new clients beyond it are dropped.
+    pub udp_max_flows: usize,
     pub routes: Vec<Route>,
+    /// TLS, redirect, rate limit and request size limits (http and https).
+    pub http: HttpSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +108,7 @@ pub struct Route {
     pub method: Option<http::Method>,
     pub header: Option<HeaderMatch>,
     pub pool: String,
+    pub limits: RouteLimits,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,9 +183,24 @@ pub struct Pool {
     pub keepalive_timeout: Duration,
     /// Extra attempts on another backend after a failed connect.
     pub retries: u32,
+    /// PROXY protocol header written to each new backend connection (HAProxy `send-proxy`).
+    pub send_proxy: Option<ProxyVersion>,
     pub health: Option<HealthCheck>,
     pub passive: Option<PassiveCheck>,
     pub backends: Vec<BackendConfig>,
+    /// `[pool.tls]`: TLS towards the backends.
+    pub tls: Option<UpstreamTls>,
+    /// `[pool.sticky]`: session affinity.
+    pub sticky: Option<StickyConfig>,
+}
+
+/// PROXY protocol version (HAProxy `send-proxy` / `send-proxy-v2`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyVersion {
+    /// Text: `PROXY TCP4 src dst sport dport\r\n`.
+    V1,
+    /// Binary, with the 12-byte signature.
+    V2,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

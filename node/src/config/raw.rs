@@ -9,11 +9,15 @@ use toml::Spanned;
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     #[serde(default)]
-    pub node: Option<toml::Value>,
+    pub node: Option<super::cluster::RawNode>,
     #[serde(default)]
-    pub cluster: Option<toml::Value>,
+    pub cluster: Option<super::cluster::RawCluster>,
     #[serde(default)]
-    pub admin: Option<toml::Value>,
+    pub vip: Vec<super::cluster::RawVip>,
+    #[serde(default)]
+    pub admin: Option<RawAdmin>,
+    #[serde(default)]
+    pub access_log: Option<RawAccessLog>,
     #[serde(default)]
     pub runtime: RawRuntime,
     #[serde(default)]
@@ -40,8 +44,61 @@ pub struct RawListener {
     pub client_header_timeout_ms: Option<Spanned<u64>>,
     pub idle_timeout_ms: Option<Spanned<u64>>,
     pub maxconn: Option<Spanned<u64>>,
+    /// Most connections open at once from one client IP; 0 = unlimited.
+    pub maxconn_per_source: Option<Spanned<u64>>,
+    /// Expect a PROXY protocol v1/v2 header from an L4 tier in front.
+    pub accept_proxy: Option<Spanned<bool>>,
+    pub udp_idle_timeout_ms: Option<Spanned<u64>>,
+    pub udp_max_flows: Option<Spanned<u64>>,
     #[serde(default)]
     pub route: Vec<RawRoute>,
+    /// PEM certificate chain and key pairs of an https listener.
+    #[serde(default)]
+    pub certificate: Vec<RawCertificate>,
+    /// On an http listener: answer every request with a 308 to the https URL.
+    pub redirect_https: Option<bool>,
+    /// Port put in the redirect URL; absent = the default 443.
+    pub redirect_https_port: Option<Spanned<u16>>,
+    pub rate_limit: Option<RawRateLimit>,
+    /// Largest request head (request line and headers) in bytes, else 431.
+    pub max_header_bytes: Option<Spanned<u64>>,
+    /// Most request header fields, else 431.
+    pub max_headers: Option<Spanned<u64>>,
+    /// Largest request body in bytes for every route of the listener (0 = no limit), else 413.
+    pub max_body_bytes: Option<Spanned<u64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    pub cert_file: Spanned<String>,
+    pub key_file: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    pub requests_per_second: Spanned<u32>,
+    pub burst: Option<Spanned<u32>>,
+    pub key: Option<Spanned<String>>,
+}
+
+/// `[admin]`: the node's admin/metrics address. More keys come with the admin panel.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    pub listen: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    /// `"text"` (default) or `"json"`.
+    pub format: Option<Spanned<String>>,
+    /// File path, or `"-"` / absent for stdout.
+    pub path: Option<String>,
+    /// Lines queued for the writer before new ones are dropped (and counted).
+    pub buffer: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -54,6 +111,9 @@ pub struct RawRoute {
     pub method: Option<Spanned<String>>,
     pub header: Option<RawHeaderMatch>,
     pub pool: Spanned<String>,
+    pub rate_limit: Option<RawRateLimit>,
+    /// Overrides the listener's `max_body_bytes` for this route.
+    pub max_body_bytes: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,10 +136,34 @@ pub struct RawPool {
     pub keepalive: Option<u32>,
     pub keepalive_timeout_ms: Option<u64>,
     pub retries: Option<Spanned<u32>>,
+    /// PROXY protocol header sent to backends: "v1" or "v2".
+    pub send_proxy: Option<Spanned<String>>,
     pub health: Option<RawHealth>,
     pub passive: Option<RawPassive>,
+    pub tls: Option<RawPoolTls>,
+    pub sticky: Option<RawSticky>,
     #[serde(default)]
     pub backend: Vec<RawBackend>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPoolTls {
+    pub verify: Option<bool>,
+    pub ca_file: Option<Spanned<String>>,
+    pub sni: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSticky {
+    pub mode: Spanned<String>,
+    pub name: Option<Spanned<String>>,
+    pub ttl_s: Option<Spanned<u64>>,
+    /// File holding the cookie signing key (cookie mode).
+    pub secret_file: Option<Spanned<String>>,
+    /// Most entries kept in the stick table (source_ip and header modes).
+    pub max_entries: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

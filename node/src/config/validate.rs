@@ -60,24 +60,24 @@ impl fmt::Display for ConfigErrors {
 impl std::error::Error for ConfigErrors {}
 
 /// Collects errors against one source text.
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     text: &'a str,
     origin: &'a str,
     errors: Vec<ConfigError>,
 }
 
 impl Checker<'_> {
-    fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
+    pub(super) fn at(&mut self, span: Range<usize>, message: impl Into<String>) {
         let (line, column) = line_col(self.text, span.start);
         self.errors.push(ConfigError { origin: self.origin.to_string(), line, column, message: message.into() });
     }
 
-    fn err<T>(&mut self, v: &Spanned<T>, message: impl Into<String>) {
+    pub(super) fn err<T>(&mut self, v: &Spanned<T>, message: impl Into<String>) {
         self.at(v.span(), message);
     }
 
     /// A duration in ms that must be at least `min`.
-    fn ms(&mut self, v: Option<&Spanned<u64>>, key: &str, default_ms: u64, min: u64) -> Duration {
+    pub(super) fn ms(&mut self, v: Option<&Spanned<u64>>, key: &str, default_ms: u64, min: u64) -> Duration {
         match v {
             Some(v) if *v.get_ref() < min => {
                 self.err(v, format!("{key} must be at least {min}, got {}", v.get_ref()));
@@ -149,7 +149,9 @@ fn check(c: &mut Checker<'_>, raw: RawConfig) -> Config {
             c.err(&l.name, format!("duplicate listener name {:?}", l.name.get_ref()));
         }
         if let Some(listener) = check_listener(c, l, &pool_names) {
-            if binds.iter().any(|(a, _)| *a == listener.bind) {
+            // TCP and UDP ports are separate spaces: a tcp and a udp listener may share one.
+            let stream = listener.protocol.is_stream();
+            if binds.iter().any(|(a, p)| *a == listener.bind && p.is_stream() == stream) {
                 c.err(&l.bind, format!("address {} is already used by another listener", listener.bind));
             }
             binds.push((listener.bind, listener.protocol));
@@ -157,7 +159,21 @@ fn check(c: &mut Checker<'_>, raw: RawConfig) -> Config {
         }
     }
 
-    Config { runtime, listeners, pools, node: raw.node, cluster: raw.cluster, admin: raw.admin }
+    let node = raw.node.as_ref().and_then(|n| super::cluster::check_node(c, n));
+    let cluster = raw.cluster.as_ref().map(|cl| super::cluster::check_cluster(c, cl, node.as_ref()));
+    let vips = super::cluster::check_vips(c, &raw.vip);
+    // A node whose file carries no listeners gets them from the cluster; its
+    // overrides are checked when that config arrives.
+    if let (Some(n), false) = (&raw.node, raw.listener.is_empty()) {
+        for (name, a) in &n.bind {
+            if !listener_names.contains(name) {
+                c.err(a, format!("[node.bind] names listener {name:?}, which is not defined"));
+            }
+        }
+    }
+    let admin = super::l7::check_admin(c, raw.admin.as_ref());
+    let access_log = super::l7::check_access_log(c, raw.access_log.as_ref());
+    Config { runtime, listeners, pools, node, cluster, vips, admin, access_log }
 }
 
 fn check_name(c: &mut Checker<'_>, name: &Spanned<String>, what: &str) {
@@ -187,8 +203,11 @@ fn check_listener(c: &mut Checker<'_>, l: &RawListener, pools: &HashSet<String>)
     };
     let protocol = match l.protocol.get_ref().as_str() {
         "http" => Some(Protocol::Http),
+        "https" => Some(Protocol::Https),
+        "tcp" => Some(Protocol::Tcp),
+        "udp" => Some(Protocol::Udp),
         other => {
-            c.err(&l.protocol, format!("unknown protocol {other:?}: expected \"http\""));
+            c.err(&l.protocol, format!("unknown protocol {other:?}: expected \"http\", \"https\", \"tcp\" or \"udp\""));
             None
         }
     };
@@ -197,13 +216,26 @@ fn check_listener(c: &mut Checker<'_>, l: &RawListener, pools: &HashSet<String>)
             c.err(dp, format!("default_pool {:?} is not a defined pool", dp.get_ref()));
         }
     }
-    if l.default_pool.is_none() && l.route.is_empty() {
+    if l.default_pool.is_none() && l.route.is_empty() && l.redirect_https != Some(true) {
         c.err(&l.name, format!("listener {:?} has neither a default_pool nor any route", l.name.get_ref()));
     }
     let client_header_timeout = c.ms(l.client_header_timeout_ms.as_ref(), "client_header_timeout_ms", 10_000, 1);
     let idle_timeout = c.ms(l.idle_timeout_ms.as_ref(), "idle_timeout_ms", 300_000, 1);
     let maxconn = l.maxconn.as_ref().map(|m| *m.get_ref()).unwrap_or(0);
+    let maxconn_per_source = l.maxconn_per_source.as_ref().map(|m| *m.get_ref()).unwrap_or(0);
+    let accept_proxy = l.accept_proxy.as_ref().is_some_and(|a| *a.get_ref());
+    let udp_idle_timeout = c.ms(l.udp_idle_timeout_ms.as_ref(), "udp_idle_timeout_ms", 30_000, 1);
+    let udp_max_flows = match &l.udp_max_flows {
+        Some(m) if !(1..=1_000_000).contains(m.get_ref()) => {
+            c.err(m, format!("udp_max_flows must be between 1 and 1000000, got {}", m.get_ref()));
+            16_384
+        }
+        Some(m) => *m.get_ref() as usize,
+        None => 16_384,
+    };
+    check_l4_keys(c, l, protocol);
     let routes = l.route.iter().filter_map(|r| check_route(c, r, pools)).collect();
+    let http = super::l7::check_listener_http(c, l, protocol);
     Some(Listener {
         name: l.name.get_ref().clone(),
         bind: bind?,
@@ -212,8 +244,54 @@ fn check_listener(c: &mut Checker<'_>, l: &RawListener, pools: &HashSet<String>)
         client_header_timeout,
         idle_timeout,
         maxconn,
+        maxconn_per_source,
+        accept_proxy,
+        udp_idle_timeout,
+        udp_max_flows,
         routes,
+        http,
     })
+}
+
+/// Keys that only make sense for some protocols: an operator who sets one where it
+/// does nothing gets told, rather than a silently ignored setting.
+fn check_l4_keys(c: &mut Checker<'_>, l: &RawListener, protocol: Option<Protocol>) {
+    let Some(protocol) = protocol else { return };
+    if !matches!(protocol, Protocol::Http | Protocol::Https) {
+        let name = protocol.as_str();
+        if let Some(r) = l.route.first() {
+            c.err(&r.pool, format!("routes apply to http listeners only; a {name} listener uses default_pool"));
+        } else if l.default_pool.is_none() {
+            return; // "neither a default_pool nor any route" is already reported
+        }
+        if l.default_pool.is_none() {
+            c.err(&l.name, format!("a {name} listener needs a default_pool"));
+        }
+    }
+    if protocol == Protocol::Udp {
+        let conn_keys = [
+            ("maxconn", l.maxconn.as_ref().map(|v| v.span())),
+            ("maxconn_per_source", l.maxconn_per_source.as_ref().map(|v| v.span())),
+        ];
+        for (key, span) in conn_keys {
+            if let Some(span) = span {
+                c.at(span, format!("{key} applies to connections; a udp listener is bounded by udp_max_flows"));
+            }
+        }
+        if let Some(a) = &l.accept_proxy {
+            c.err(a, "accept_proxy is not supported on udp listeners");
+        }
+    } else {
+        let udp_keys = [
+            ("udp_idle_timeout_ms", l.udp_idle_timeout_ms.as_ref().map(|v| v.span())),
+            ("udp_max_flows", l.udp_max_flows.as_ref().map(|v| v.span())),
+        ];
+        for (key, span) in udp_keys {
+            if let Some(span) = span {
+                c.at(span, format!("{key} applies to udp listeners only"));
+            }
+        }
+    }
 }
 
 fn check_route(c: &mut Checker<'_>, r: &RawRoute, pools: &HashSet<String>) -> Option<Route> {
@@ -287,7 +365,8 @@ fn check_route(c: &mut Checker<'_>, r: &RawRoute, pools: &HashSet<String>) -> Op
             None
         }
     });
-    ok.then(|| Route { host, path, method, header, pool: r.pool.get_ref().clone() })
+    let limits = super::l7::check_route_limits(c, r);
+    ok.then(|| Route { host, path, method, header, pool: r.pool.get_ref().clone(), limits })
 }
 
 fn check_pool(c: &mut Checker<'_>, p: &RawPool) -> Pool {
@@ -322,6 +401,14 @@ fn check_pool(c: &mut Checker<'_>, p: &RawPool) -> Pool {
         Some(r) => *r.get_ref(),
         None => 1,
     };
+    let send_proxy = p.send_proxy.as_ref().and_then(|v| match v.get_ref().as_str() {
+        "v1" => Some(ProxyVersion::V1),
+        "v2" => Some(ProxyVersion::V2),
+        other => {
+            c.err(v, format!("unknown send_proxy {other:?}: expected \"v1\" or \"v2\""));
+            None
+        }
+    });
     let health = p.health.as_ref().map(|h| check_health(c, h));
     let passive = p.passive.as_ref().map(|ps| PassiveCheck {
         max_fails: ps.max_fails.unwrap_or(1),
@@ -349,9 +436,12 @@ fn check_pool(c: &mut Checker<'_>, p: &RawPool) -> Pool {
         keepalive: p.keepalive.unwrap_or(64) as usize,
         keepalive_timeout: Duration::from_millis(p.keepalive_timeout_ms.unwrap_or(60_000)),
         retries,
+        send_proxy,
         health,
         passive,
         backends,
+        tls: super::l7::check_pool_tls(c, p),
+        sticky: super::l7::check_sticky(c, p),
     }
 }
 
@@ -580,6 +670,131 @@ name = "a"
     fn syntax_error_names_the_place() {
         let e = Config::parse("[[listener]\nname = 1", "x.toml").unwrap_err();
         assert_eq!(e.0[0].line, 1);
+    }
+
+    const L4: &str = r#"
+[[listener]]
+name = "db"
+bind = "127.0.0.1:15432"
+protocol = "tcp"
+default_pool = "db"
+maxconn = 100
+maxconn_per_source = 10
+accept_proxy = true
+
+[[listener]]
+name = "dns"
+bind = "127.0.0.1:15432"
+protocol = "udp"
+default_pool = "db"
+udp_idle_timeout_ms = 2000
+udp_max_flows = 50
+
+[[pool]]
+name = "db"
+algorithm = "ip_hash"
+send_proxy = "v2"
+  [[pool.backend]]
+  address = "127.0.0.1:5432"
+"#;
+
+    #[test]
+    fn tcp_and_udp_listeners_parse_with_their_keys() {
+        let c = Config::parse(L4, "l4.toml").unwrap();
+        let db = &c.listeners[0];
+        assert_eq!(db.protocol, Protocol::Tcp);
+        assert_eq!((db.maxconn, db.maxconn_per_source, db.accept_proxy), (100, 10, true));
+        let dns = &c.listeners[1];
+        assert_eq!(dns.protocol, Protocol::Udp);
+        assert_eq!(dns.udp_idle_timeout, Duration::from_secs(2));
+        assert_eq!(dns.udp_max_flows, 50);
+        assert!(!dns.accept_proxy);
+        assert_eq!(c.pool("db").unwrap().send_proxy, Some(ProxyVersion::V2));
+    }
+
+    #[test]
+    fn l4_defaults() {
+        let text = L4.replace("maxconn_per_source = 10\n", "").replace("udp_max_flows = 50\n", "");
+        let c = Config::parse(&text, "l4.toml").unwrap();
+        assert_eq!(c.listeners[0].maxconn_per_source, 0);
+        assert_eq!(c.listeners[1].udp_max_flows, 16_384);
+        let http = Config::parse(GOOD, "good.toml").unwrap();
+        assert_eq!(http.pool("web").unwrap().send_proxy, None);
+        assert!(!http.listeners[0].accept_proxy);
+    }
+
+    #[test]
+    fn send_proxy_on_an_http_pool_is_accepted() {
+        let text = GOOD.replace("algorithm = \"weighted_round_robin\"", "send_proxy = \"v1\"");
+        let c = Config::parse(&text, "f.toml").unwrap();
+        assert_eq!(c.pool("web").unwrap().send_proxy, Some(ProxyVersion::V1));
+    }
+
+    #[test]
+    fn l4_misuse_is_reported_with_place() {
+        let text = r#"
+[[listener]]
+name = "t"
+bind = "127.0.0.1:1000"
+protocol = "tcp"
+udp_max_flows = 5
+  [[listener.route]]
+  pool = "p"
+
+[[listener]]
+name = "u"
+bind = "127.0.0.1:1001"
+protocol = "udp"
+default_pool = "p"
+maxconn_per_source = 3
+accept_proxy = true
+udp_max_flows = 0
+
+[[listener]]
+name = "h"
+bind = "127.0.0.1:1001"
+protocol = "sctp"
+default_pool = "p"
+
+[[listener]]
+name = "t2"
+bind = "127.0.0.1:1001"
+protocol = "tcp"
+default_pool = "p"
+
+[[listener]]
+name = "u2"
+bind = "127.0.0.1:1001"
+protocol = "udp"
+default_pool = "p"
+
+[[pool]]
+name = "p"
+send_proxy = "v3"
+  [[pool.backend]]
+  address = "127.0.0.1:1"
+"#;
+        let e = Config::parse(text, "bad.toml").unwrap_err();
+        let s = e.to_string();
+        for (needle, line) in [
+            ("udp_max_flows applies to udp listeners only", 6),
+            ("routes apply to http listeners only", 8),
+            ("maxconn_per_source applies to connections", 15),
+            ("accept_proxy is not supported on udp", 16),
+            ("udp_max_flows must be between", 17),
+            ("unknown protocol \"sctp\"", 22),
+            ("unknown send_proxy \"v3\"", 39),
+        ] {
+            let hit = e.0.iter().find(|x| x.message.contains(needle)).unwrap_or_else(|| panic!("{needle} not in {s}"));
+            assert_eq!(hit.line, line, "{needle}: {s}");
+        }
+        // The tcp listener t2 shares udp listener u's address: allowed. The second
+        // udp listener on it is not.
+        let dup: Vec<_> = e.0.iter().filter(|x| x.message.contains("already used")).collect();
+        assert_eq!(dup.len(), 1, "{s}");
+        assert_eq!(dup[0].line, 33, "{s}");
+        let no_pool = e.0.iter().find(|x| x.message.contains("a tcp listener needs a default_pool"));
+        assert_eq!(no_pool.map(|x| x.line), Some(3), "{s}");
     }
 
     #[test]

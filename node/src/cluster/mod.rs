@@ -1,0 +1,206 @@
+//! A node in a cluster: starts Raft (raft-store) from the node-local `[node]` and
+//! `[cluster]` sections, seeds a brand-new cluster with this file's cluster config,
+//! keeps the data plane on the replicated config, reports to the leader, and runs
+//! VIP ownership (see `vip`). A witness runs Raft only.
+
+pub mod effective;
+pub mod sticky;
+pub mod vip;
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use raft_store::{ClusterNode, ClusterOptions, ClusterState, Command, NodeReport, Peer, Role};
+use tokio::sync::watch;
+use vrrp::lease::SystemClock;
+
+use crate::config::{Config, NodeRole};
+use crate::proxy::DataPlane;
+
+/// A running cluster member.
+pub struct Member {
+    pub raft: ClusterNode,
+    pub local: Arc<Config>,
+    pub dataplane: Option<Arc<DataPlane>>,
+    pub owners: Option<Arc<vip::Owners>>,
+    shutting_down: Arc<AtomicBool>,
+    stop_tx: watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn read_secret(path: &Path) -> anyhow::Result<Vec<u8>> {
+    let raw = std::fs::read(path).with_context(|| format!("reading cluster secret_file {}", path.display()))?;
+    let trimmed: Vec<u8> = raw.trim_ascii().to_vec();
+    if trimmed.len() < ClusterOptions::MIN_SECRET_LEN {
+        anyhow::bail!(
+            "cluster secret_file {} holds {} bytes; at least {} are required",
+            path.display(),
+            trimmed.len(),
+            ClusterOptions::MIN_SECRET_LEN
+        );
+    }
+    Ok(trimmed)
+}
+
+impl Member {
+    /// Starts Raft, the data plane (proxy role) and the VIP machinery.
+    pub async fn start(local: Config, file_text: &str, origin: &str) -> anyhow::Result<Member> {
+        let node = local.node.clone().context("[node] section missing")?;
+        let cluster = local.cluster.clone().context("[cluster] section missing (a [node] needs its peers)")?;
+        let secret = read_secret(&cluster.secret_file)?;
+        let clock = Arc::new(SystemClock::new());
+        let leader_vips = vip::LeaderVips::new(Arc::clone(&clock));
+
+        let mut opts =
+            ClusterOptions::new(node.id, &node.data_dir, node.cluster_listen, node.cluster_advertise.clone(), secret);
+        opts.role = if node.role == NodeRole::Witness { Role::Witness } else { Role::Proxy };
+        opts.peers = cluster
+            .peers
+            .iter()
+            .map(|p| Peer {
+                id: p.id,
+                address: p.address.clone(),
+                role: if p.role == NodeRole::Witness { Role::Witness } else { Role::Proxy },
+            })
+            .collect();
+        opts.heartbeat_ms = cluster.heartbeat.as_millis() as u64;
+        opts.election_timeout_min_ms = cluster.election_timeout_min.as_millis() as u64;
+        opts.election_timeout_max_ms = cluster.election_timeout_max.as_millis() as u64;
+        opts.hooks = Some(leader_vips.clone());
+        let sticky: Arc<dyn raft_store::StickySink> = Arc::new(sticky::ReplicatedSticky::default());
+        let raft = ClusterNode::start(opts, sticky).await.context("starting the cluster member")?;
+        tracing::info!(node = node.id, role = ?node.role, listen = %node.cluster_listen, "cluster member started");
+
+        if raft.created_cluster() {
+            seed(&raft, file_text, origin).await?;
+        }
+
+        let local = Arc::new(local);
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let shutting_down = Arc::new(AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        tasks.push(tokio::spawn(vip::controller_loop(leader_vips.clone(), raft.clone(), stop_rx.clone())));
+
+        let (dataplane, owners) = if node.role == NodeRole::Proxy {
+            let initial = effective::build(&raft.state().borrow(), &local).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let dp = DataPlane::start(Arc::new(initial)).await.context("starting the data plane")?;
+            let owners = Arc::new(vip::Owners::new(node.id, raft.clone(), clock));
+            (Some(dp), Some(owners))
+        } else {
+            (None, None)
+        };
+        tasks.push(tokio::spawn(follow_state(
+            raft.clone(),
+            Arc::clone(&local),
+            dataplane.clone(),
+            owners.clone(),
+            leader_vips,
+            stop_rx.clone(),
+        )));
+        tasks.push(tokio::spawn(report_loop(raft.clone(), dataplane.is_some(), Arc::clone(&shutting_down), stop_rx)));
+        Ok(Member { raft, local, dataplane, owners, shutting_down, stop_tx, tasks })
+    }
+
+    /// Planned stop: ask the leader to move this node's VIPs away and wait for them
+    /// to go (bounded), then stop the data plane (finishing in-flight requests) and
+    /// Raft.
+    pub async fn shutdown(self, grace: Duration) {
+        self.shutting_down.store(true, Ordering::Relaxed);
+        if let Some(owners) = &self.owners {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+            while owners.owned_count() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            owners.stop_all(Duration::from_secs(2)).await;
+        }
+        let _ = self.stop_tx.send(true);
+        if let Some(dp) = &self.dataplane {
+            dp.shutdown(grace).await;
+        }
+        for t in self.tasks {
+            t.abort();
+        }
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+/// A brand-new cluster takes its config from the first node's file.
+async fn seed(raft: &ClusterNode, file_text: &str, origin: &str) -> anyhow::Result<()> {
+    let text = effective::cluster_part(file_text, origin).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cmd = Command::ReplaceConfig {
+        toml: text,
+        author: "bootstrap".into(),
+        comment: Some(format!("seeded from {origin}")),
+    };
+    let r = raft.write(cmd).await.context("seeding the new cluster with this file's config")?;
+    tracing::info!(version = r.config_version, "new cluster seeded with this node's config");
+    Ok(())
+}
+
+/// Keeps the data plane and the VIP owners on the replicated state.
+async fn follow_state(
+    raft: ClusterNode,
+    local: Arc<Config>,
+    dp: Option<Arc<DataPlane>>,
+    owners: Option<Arc<vip::Owners>>,
+    leader_vips: Arc<vip::LeaderVips>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut rx = raft.state();
+    let mut applied: Option<(u64, u64)> = None;
+    let mut vips = Vec::new();
+    loop {
+        let state: Arc<ClusterState> = rx.borrow_and_update().clone();
+        let version = (state.config_version, state.config.as_ref().map(|c| c.version).unwrap_or(0));
+        if applied != Some(version) {
+            match effective::build(&state, &local) {
+                Ok(cfg) => {
+                    vips = cfg.vips.clone();
+                    leader_vips.set_vips(&vips);
+                    if let Some(dp) = &dp {
+                        match dp.apply(Arc::new(cfg)).await {
+                            Ok(()) => tracing::info!(version = state.config_version, "cluster config applied"),
+                            Err(e) => tracing::error!(
+                                version = state.config_version,
+                                "cluster config applied with errors: {e:#}"
+                            ),
+                        }
+                    }
+                }
+                Err(e) => tracing::error!(version = state.config_version, "replicated config rejected locally:\n{e}"),
+            }
+            applied = Some(version);
+        }
+        if let Some(o) = &owners {
+            o.reconcile(&vips, &state);
+        }
+        tokio::select! {
+            r = rx.changed() => if r.is_err() { return },
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// Tells the leader every tick that this node is alive, whether it can serve and
+/// whether it is leaving.
+async fn report_loop(raft: ClusterNode, proxy: bool, leaving: Arc<AtomicBool>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(vip::TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let report =
+            NodeReport { node: raft.id(), proxy_healthy: proxy, shutting_down: leaving.load(Ordering::Relaxed) };
+        let r = tokio::time::timeout(vip::TICK * 4, raft.report(report)).await;
+        if let Ok(Err(e)) = r {
+            tracing::debug!(error = %e, "report to leader failed");
+        }
+    }
+}
