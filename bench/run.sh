@@ -22,6 +22,7 @@ if ((QUICK)); then RUNS=${RUNS:-1} DURATION=${DURATION:-2}; fi
 RUNS=${RUNS:-6}
 DURATION=${DURATION:-8}
 IDLE_CONNS=${IDLE_CONNS:-5000}
+HS_CLIENTS=${HS_CLIENTS:-8} # parallel `openssl s_time -new` for handshakes/s
 SUITES=${SUITES:-"http https tcp idle"}
 CONTENDERS=${CONTENDERS:-"direct quorumlb nginx haproxy-http haproxy-tcp"}
 CPU_LOAD=${CPU_LOAD:-0}   # wrk, the idle-connection client and the backends

@@ -3,7 +3,7 @@
 # shellcheck shell=bash
 
 # record RUN CONTENDER ROW VALUE ERRORS NOTE
-record() { printf '%s,%s,%s,%s,%s,%s\n' "$1" "$2" "$3" "$4" "$5" "${6//,/;}" >>"$CSV"; }
+record() { local q='"' note=${6//\"/\"\"}; printf '%s,%s,%s,%s,%s,%s\n' "$1" "$2" "$3" "$4" "$5" "$q$note$q" >>"$CSV"; }
 
 # wrk_once CONNS URL [wrk args...]: runs wrk on the load core; sets W_* from the
 # reporter line. wrk is bounded by -d and by an outer timeout.
@@ -42,14 +42,41 @@ m_keepalive() {
     record "$run" "$name" "${row}_p99" "$(ms "$W_p99_us")" "$W_ERRORS" ""
 }
 
-# m_close RUN NAME ROW CONNS URL: one request per connection. wrk reconnects after
-# each `Connection: close` answer; over TLS it starts a fresh session every time
-# (wrk never offers a session ticket or ID), so this is full handshakes/s.
+# m_close RUN NAME ROW CONNS URL: one request per connection; wrk reconnects
+# after each `Connection: close` answer.
 m_close() {
     local run=$1 name=$2 row=$3 conns=$4 url=$5
     wrk_once "$conns" "$url" -H "Connection: close"
     if ((!W_OK)); then record "$run" "$name" "$row" n/a 0 "wrk failed"; return; fi
     record "$run" "$name" "$row" "$(rate "$W_requests")" "$W_ERRORS" "$(errnote)"
+}
+
+# m_handshakes RUN NAME ROW HOSTPORT: full TLS handshakes/s, each followed by one
+# HTTP/1.0 GET of /. Not wrk: on reconnect wrk reuses its SSL object (SSL_clear),
+# so it resumes the session whenever the server issues tickets, and servers
+# differ there. `openssl s_time -new` starts a fresh session every time; it runs
+# one connection at a time, so HS_CLIENTS copies run side by side.
+m_handshakes() {
+    local run=$1 name=$2 row=$3 hostport=$4 i total=0 n dir=$WORK/s_time pids=()
+    mkdir -p "$dir"
+    for ((i = 0; i < HS_CLIENTS; i++)); do
+        timeout -k 5 $((DURATION + 30)) taskset -c "$CPU_LOAD" \
+            openssl s_time -new -connect "$hostport" -www / -time "$DURATION" >"$dir/$i" 2>&1 &
+        pids+=($!)
+    done
+    wait "${pids[@]}" || true
+    for ((i = 0; i < HS_CLIENTS; i++)); do
+        # "N connections in T real seconds, B bytes read per connection"
+        n=$(sed -n 's/^\([0-9]*\) connections in [0-9]* real seconds.*/\1/p' "$dir/$i")
+        if [[ -z $n ]]; then
+            record "$run" "$name" "$row" n/a 0 "openssl s_time failed: $(grep -v '^\s*$' "$dir/$i" | tail -1 | cut -c1-120)"
+            rm -rf "$dir"
+            return
+        fi
+        total=$((total + n))
+    done
+    rm -rf "$dir"
+    record "$run" "$name" "$row" "$(awk -v n="$total" -v d="$DURATION" 'BEGIN {printf "%.0f", n / d}')" 0 ""
 }
 
 # m_bytes RUN NAME ROW CONNS URL: MB/s (10^6 bytes) of response bytes read.
@@ -92,7 +119,7 @@ run_suite() {
     https)
         DURATION=1 wrk_once 50 "$TARGET/" >/dev/null
         m_keepalive "$run" "$name" tls50 50 "$TARGET/"
-        m_close "$run" "$name" tls_hs 50 "$TARGET/"
+        m_handshakes "$run" "$name" tls_hs "${TARGET#https://}"
         ;;
     tcp)
         DURATION=1 wrk_once 10 "$TARGET/1m" >/dev/null

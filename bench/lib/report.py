@@ -20,7 +20,7 @@ ROWS = [
     ("ka200_p99", "  p99 latency, 200 conns", "ms", False),
     ("close_cps", "New connections (Connection: close), 50 conns", "conn/s", True),
     ("tls50_rps", "HTTPS keep-alive, 50 conns", "req/s", True),
-    ("tls_hs", "HTTPS handshakes (new TLS conn per request), 50 conns", "hs/s", True),
+    ("tls_hs", "HTTPS full handshakes + 1 GET (openssl s_time -new x8)", "hs/s", True),
     ("body1m_mbs", "1 MiB bodies, 10 conns", "MB/s", True),
     ("l4_mbs", "L4 TCP (1 MiB bodies through a tcp listener), 10 conns", "MB/s", True),
     ("idle_kib", "Memory per idle keep-alive conn (5,000 open)", "KiB", False),
