@@ -1,8 +1,10 @@
 //! A node in a cluster: starts Raft (raft-store) from the node-local `[node]` and
 //! `[cluster]` sections, seeds a brand-new cluster with this file's cluster config,
 //! keeps the data plane on the replicated config, reports to the leader, and runs
-//! VIP ownership (see `vip`). A witness runs Raft only.
+//! VIP ownership (see `vip`). A witness runs Raft only. With `[admin] listen` it also
+//! serves the admin API and panel (see `admin`).
 
+pub mod admin;
 pub mod effective;
 pub mod sticky;
 pub mod vip;
@@ -26,6 +28,8 @@ pub struct Member {
     pub local: Arc<Config>,
     pub dataplane: Option<Arc<DataPlane>>,
     pub owners: Option<Arc<vip::Owners>>,
+    /// Admin session key, derived from the cluster secret (the same on every node).
+    session_key: Arc<[u8]>,
     shutting_down: Arc<AtomicBool>,
     stop_tx: watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
@@ -51,6 +55,7 @@ impl Member {
         let node = local.node.clone().context("[node] section missing")?;
         let cluster = local.cluster.clone().context("[cluster] section missing (a [node] needs its peers)")?;
         let secret = read_secret(&cluster.secret_file)?;
+        let session_key: Arc<[u8]> = admin::session_key(&secret).into();
         let clock = Arc::new(SystemClock::new());
         let leader_vips = vip::LeaderVips::new(Arc::clone(&clock));
 
@@ -70,12 +75,14 @@ impl Member {
         opts.election_timeout_min_ms = cluster.election_timeout_min.as_millis() as u64;
         opts.election_timeout_max_ms = cluster.election_timeout_max.as_millis() as u64;
         opts.hooks = Some(leader_vips.clone());
-        let sticky: Arc<dyn raft_store::StickySink> = Arc::new(sticky::ReplicatedSticky::default());
-        let raft = ClusterNode::start(opts, sticky).await.context("starting the cluster member")?;
+        let replicated = Arc::new(sticky::ReplicatedSticky::default());
+        let sink: Arc<dyn raft_store::StickySink> = replicated.clone();
+        let raft = ClusterNode::start(opts, sink).await.context("starting the cluster member")?;
         tracing::info!(node = node.id, role = ?node.role, listen = %node.cluster_listen, "cluster member started");
 
         if raft.created_cluster() {
             seed(&raft, file_text, origin).await?;
+            bootstrap_admin(&raft, local.admin.bootstrap_password_file.as_deref()).await?;
         }
 
         let local = Arc::new(local);
@@ -87,6 +94,9 @@ impl Member {
         let (dataplane, owners) = if node.role == NodeRole::Proxy {
             let initial = effective::build(&raft.state().borrow(), &local).map_err(|e| anyhow::anyhow!("{e}"))?;
             let dp = DataPlane::start(Arc::new(initial)).await.context("starting the data plane")?;
+            replicated.attach(Arc::clone(dp.sticky()));
+            let updates = dp.sticky().subscribe(65_536);
+            tasks.push(tokio::spawn(sticky::replicate(raft.clone(), updates, stop_rx.clone())));
             let owners = Arc::new(vip::Owners::new(node.id, raft.clone(), clock));
             (Some(dp), Some(owners))
         } else {
@@ -98,10 +108,21 @@ impl Member {
             dataplane.clone(),
             owners.clone(),
             leader_vips,
+            replicated,
             stop_rx.clone(),
         )));
+        if let Some(addr) = local.admin.listen {
+            let backend =
+                admin::NodeAdmin::new(raft.clone(), Arc::clone(&local), dataplane.clone(), session_key.to_vec());
+            tasks.push(start_admin(addr, backend, stop_rx.clone()).await?);
+        }
         tasks.push(tokio::spawn(report_loop(raft.clone(), dataplane.is_some(), Arc::clone(&shutting_down), stop_rx)));
-        Ok(Member { raft, local, dataplane, owners, shutting_down, stop_tx, tasks })
+        Ok(Member { raft, local, dataplane, owners, session_key, shutting_down, stop_tx, tasks })
+    }
+
+    /// The admin session key (HMAC of the cluster secret; never log it).
+    pub fn session_key(&self) -> &[u8] {
+        &self.session_key
     }
 
     /// Planned stop: ask the leader to move this node's VIPs away and wait for them
@@ -142,6 +163,51 @@ async fn seed(raft: &ClusterNode, file_text: &str, origin: &str) -> anyhow::Resu
     Ok(())
 }
 
+/// On a brand-new cluster: user `admin` with the password from
+/// `[admin] bootstrap_password_file` (trailing newline dropped). The password is
+/// hashed here and never logged.
+async fn bootstrap_admin(raft: &ClusterNode, file: Option<&Path>) -> anyhow::Result<()> {
+    let Some(file) = file else {
+        tracing::warn!("new cluster without [admin] bootstrap_password_file: no admin user exists yet");
+        return Ok(());
+    };
+    let raw = std::fs::read_to_string(file)
+        .with_context(|| format!("reading [admin] bootstrap_password_file {}", file.display()))?;
+    let password = raw.trim_end_matches(['\r', '\n']).to_string();
+    let hash = tokio::task::spawn_blocking(move || admin_web::hash_password(&password))
+        .await
+        .context("hashing the bootstrap password")?
+        .map_err(|e| anyhow::anyhow!("[admin] bootstrap_password_file {}: {e}", file.display()))?;
+    let cmd = Command::UserUpsert { username: "admin".into(), password_hash: hash, author: "bootstrap".into() };
+    let r = raft.write(cmd).await.context("creating the bootstrap admin user")?;
+    if let raft_store::Outcome::Rejected { reason } = r.outcome {
+        anyhow::bail!("creating the bootstrap admin user: {reason}");
+    }
+    tracing::info!("bootstrap admin user created");
+    Ok(())
+}
+
+/// Binds `[admin] listen` and serves the admin router until `stop` fires.
+async fn start_admin(
+    addr: std::net::SocketAddr,
+    backend: admin::NodeAdmin,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the admin listener on {addr}"))?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    let router = admin_web::router(Arc::new(backend), admin_web::AdminOptions::default());
+    tracing::info!(listen = %bound, "admin listening: /api/v1, panel, /metrics, /healthz");
+    Ok(tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stop.changed().await;
+        };
+        if let Err(e) = admin_web::serve(listener, router, None, shutdown).await {
+            tracing::error!(error = %e, "admin server failed");
+        }
+    }))
+}
+
 /// Keeps the data plane and the VIP owners on the replicated state.
 async fn follow_state(
     raft: ClusterNode,
@@ -149,6 +215,7 @@ async fn follow_state(
     dp: Option<Arc<DataPlane>>,
     owners: Option<Arc<vip::Owners>>,
     leader_vips: Arc<vip::LeaderVips>,
+    replicated: Arc<sticky::ReplicatedSticky>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut rx = raft.state();
@@ -164,7 +231,11 @@ async fn follow_state(
                     leader_vips.set_vips(&vips);
                     if let Some(dp) = &dp {
                         match dp.apply(Arc::new(cfg)).await {
-                            Ok(()) => tracing::info!(version = state.config_version, "cluster config applied"),
+                            Ok(()) => {
+                                // New sticky pools get their tables now: fill them.
+                                replicated.sync_store();
+                                tracing::info!(version = state.config_version, "cluster config applied")
+                            }
                             Err(e) => tracing::error!(
                                 version = state.config_version,
                                 "cluster config applied with errors: {e:#}"

@@ -96,6 +96,9 @@ pub struct StickyConfig {
 pub struct AdminSettings {
     /// Where `/metrics` and `/healthz` are served; `None` = not served.
     pub listen: Option<SocketAddr>,
+    /// Cluster mode: the password of user `admin`, set when this node creates the
+    /// cluster. Never logged.
+    pub bootstrap_password_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,7 +124,9 @@ pub(super) fn check_admin(c: &mut Checker<'_>, a: Option<&RawAdmin>) -> AdminSet
             None
         }
     });
-    AdminSettings { listen }
+    let bootstrap_password_file =
+        a.and_then(|a| a.bootstrap_password_file.as_deref()).filter(|p| !p.is_empty()).map(PathBuf::from);
+    AdminSettings { listen, bootstrap_password_file }
 }
 
 pub(super) fn check_access_log(c: &mut Checker<'_>, a: Option<&RawAccessLog>) -> Option<AccessLogSettings> {

@@ -88,6 +88,9 @@ pub struct RawRateLimit {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: Option<Spanned<String>>,
+    /// File holding the first password of user `admin` (read once, when the node
+    /// creates a new cluster).
+    pub bootstrap_password_file: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
