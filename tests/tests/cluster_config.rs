@@ -109,3 +109,45 @@ async fn short_secret_is_refused_with_a_clear_error() {
     assert_eq!(n.wait_exit(Duration::from_secs(10)), Some(1));
     assert!(n.log().contains("at least 16 are required"), "{}", n.log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sticky_mappings_learned_on_one_proxy_are_honoured_by_the_other() {
+    let backends = [TestBackend::start("a").await, TestBackend::start("b").await, TestBackend::start("c").await];
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("cluster.key");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef").unwrap();
+    let p = Ports { cluster: [free_port(), free_port(), free_port()], http: [free_port(), free_port()] };
+    let http: Vec<SocketAddr> = p.http.iter().map(|port| format!("127.0.0.1:{port}").parse().unwrap()).collect();
+    let mut cfg = String::from(
+        "[[listener]]\nname = \"web\"\nbind = \"127.0.0.1:1\"\nprotocol = \"http\"\ndefault_pool = \"p\"\n\
+         [[pool]]\nname = \"p\"\nalgorithm = \"round_robin\"\n  [pool.sticky]\n  mode = \"header\"\n  name = \"x-user\"\n  ttl_s = 600\n",
+    );
+    for b in &backends {
+        cfg.push_str(&format!("  [[pool.backend]]\n  address = \"{}\"\n", b.addr));
+    }
+    let mut n1 = NodeProcess::start(&node_file(1, &p, dir.path(), &secret, &cfg));
+    let mut n2 = NodeProcess::start(&node_file(2, &p, dir.path(), &secret, ""));
+    let mut n3 = NodeProcess::start(&node_file(3, &p, dir.path(), &secret, ""));
+    n1.wait_listening(http[0], Duration::from_secs(20));
+    n2.wait_listening(http[1], Duration::from_secs(20));
+
+    let c = client::http1();
+    let mut learned = Vec::new();
+    for i in 0..24 {
+        let user = format!("user-{i}");
+        let r = tests::client::get_with(&c, &format!("http://{}/", http[0]), &[("x-user", &user)]).await.unwrap();
+        assert_eq!(r.status, 200);
+        learned.push((user, r.text()));
+    }
+    // Replication is asynchronous (batched every few ms): allow a moment.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut kept = 0;
+    for (user, backend) in &learned {
+        let r = tests::client::get_with(&c, &format!("http://{}/", http[1]), &[("x-user", user)]).await.unwrap();
+        if r.text() == *backend {
+            kept += 1;
+        }
+    }
+    assert_eq!(kept, learned.len(), "every session must land on the same backend through the other proxy");
+    let _ = (&mut n1, &mut n2, &mut n3);
+}
