@@ -5,6 +5,7 @@
   wait-healthy      wait (bounded) until every node answers and all agree on one leader
   mark              commit one config change (weight of the third backend of pool
                     `web`, toggled 1 <-> 2) and print "v<version>:<weight>"
+                    (the weight is read back from GET /api/v1/pools/web on each proxy)
   check MARK        every node must report config_version >= version and the weight;
                     prints "ok", "lost:<why>" or "n/a:<why>"
 
@@ -17,7 +18,6 @@ import http.client
 import json
 import sys
 import time
-import tomllib
 
 NODES = {"lb1": "10.10.0.11", "lb2": "10.10.0.12", "wit": "10.10.0.13"}
 PORT = 9090
@@ -79,13 +79,14 @@ def cluster_views(a):
     return out
 
 
-def weight_in(toml_text):
-    cfg = tomllib.loads(toml_text)
-    for p in cfg.get("pool", []):
-        if p.get("name") == POOL:
-            for b in p.get("backend", []):
-                if b.get("address") == BACKEND:
-                    return b.get("weight", 1)
+def weight_on(api):
+    """The backend's weight as this node applies it (GET /api/v1/pools/{pool}).
+
+    Not read from GET /api/v1/config: a weight change is committed as its own
+    command and the config text there does not show it."""
+    for b in api.json("GET", f"/api/v1/pools/{POOL}")["backends"]:
+        if b.get("address") == BACKEND:
+            return b.get("weight")
     return None
 
 
@@ -120,7 +121,8 @@ def main():
             if all("error" not in v for v in views.values()) and len(leaders) == 1 and None not in leaders:
                 lv = next(v for v in views.values() if v.get("node_id") == next(iter(leaders)))
                 contacts = [m.get("last_contact_ms") for m in lv.get("nodes", []) if m.get("id") != lv["node_id"]]
-                if all(c is not None and c < 1000 for c in contacts):
+                # last_contact_ms may be unknown (None); when known it must be fresh.
+                if all(c is None or c < 1000 for c in contacts):
                     return 0
             time.sleep(0.2)
         print(f"not healthy: {json.dumps(views)[:1500]}", file=sys.stderr)
@@ -135,8 +137,7 @@ def main():
             last_err = None
             for api in nodes.values():
                 try:
-                    doc = api.json("GET", "/api/v1/config")
-                    new = 2 if weight_in(doc["toml"]) == 1 else 1
+                    new = 2 if weight_on(api) == 1 else 1
                     ack = api.json("PUT", f"/api/v1/pools/{POOL}/backends/{BACKEND}/weight", {"weight": new})
                     print(f"v{ack['config_version']}:{new}")
                     return 0
@@ -162,7 +163,7 @@ def main():
                         problems.append(f"{n}:version {v}<{ver}")
                         continue
                     if n != "wit":
-                        got = weight_in(api.json("GET", "/api/v1/config")["toml"])
+                        got = weight_on(api)
                         if got != weight:
                             problems.append(f"{n}:weight {got}!={weight}")
                 except Exception as e:  # noqa: BLE001

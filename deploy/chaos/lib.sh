@@ -37,7 +37,7 @@ chaos_spawn_root() {
 # The one proxy holding the VIP now (fails if none or two).
 chaos_active() {
   local h
-  h=$(qlab_wait_vip 20) || qlab_die "no single VIP owner answering before the scenario (holders: '$(qlab_vip_holders)')"
+  h=$(qlab_wait_vip 20) || qlab_die "no single VIP owner answering before the scenario (address on: '$(qlab_vip_holders)')"
   echo "$h"
 }
 chaos_standby() { local p; for p in "${QLAB_PROXIES[@]}"; do [ "$p" = "$1" ] || { echo "$p"; return; }; done; }
@@ -70,7 +70,7 @@ chaos_begin() {
 chaos_wait_moved() {
   local from=$1 timeout_s=${2:-10} i h
   for ((i = 0; i < timeout_s * 20; i++)); do
-    h=$(qlab_vip_holders)
+    h=$(qlab_vip_owners)
     if [ -n "$h" ] && [ "$h" != "$from" ] && [[ " $h " != *" $from "* ]]; then echo "$h"; return 0; fi
     sleep 0.05
   done

@@ -44,6 +44,7 @@ def main():
     ap.add_argument("--allow-double-arp", action="store_true", help="report double ARP answers but do not fail on them")
     ap.add_argument("--config", default="n/a", help="ok | lost:<why> | n/a:<why> (from the config check)")
     ap.add_argument("--results")
+    ap.add_argument("--fail", action="append", default=[], help="a broken invariant the script saw itself")
     a = ap.parse_args()
 
     ip_of = dict(x.split("=", 1) for x in a.lb)
@@ -133,6 +134,21 @@ def main():
             if lasts:
                 res["failover_ms"] = round((t_new - lasts[-1]) * 1000)
         res["moved"] = f"{old[0]}->{new}"
+    # Every change of owner, and time with no owner at all (informational: with
+    # preempt = false one fault should move the VIP once; a heal or a leader change
+    # that drops or moves it again shows up here).
+    moves, prev = 0, None
+    for _, o in timeline:
+        if len(o) == 1:
+            if prev is not None and o[0] != prev:
+                moves += 1
+            prev = o[0]
+    res["vip_moves"] = moves
+    no_owner = 0.0
+    for (t0, o), (t1, _) in zip(timeline, timeline[1:]):
+        if not o:
+            no_owner += t1 - t0
+    res["no_owner_ms"] = round(no_owner * 1000)
     res["double_owner"] = summary.get("double_owner")
     res["double_addr"] = summary.get("double_addr")
     res["double_arp"] = summary.get("double_arp")
@@ -140,7 +156,7 @@ def main():
     res["config"] = a.config
 
     # Verdict.
-    why = []
+    why = list(a.fail)
     if summary == {}:
         why.append("no sampler summary")
     if (summary.get("double_owner") or 0) > 0:
@@ -167,7 +183,7 @@ def main():
 
     keys = ["scenario", "result", "failover_ms", "gap_ms", "http_sent", "http_failed", "sticky_kept",
             "sticky_broken", "tcp_sent", "tcp_failed", "tcp_max_gap_ms", "double_owner", "double_addr",
-            "double_arp", "owner_before", "owner_after", "config"]
+            "double_arp", "vip_moves", "no_owner_ms", "owner_before", "owner_after", "config"]
     line = " ".join(f"{k}={'-' if res.get(k) is None else res.get(k)}" for k in keys)
     print(line)
     for w in why:

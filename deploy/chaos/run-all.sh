@@ -62,7 +62,7 @@ for l in lines:
         pass
 cols = [("scenario", 17), ("result", 6), ("failover_ms", 11), ("gap_ms", 7), ("http_sent", 9), ("http_failed", 11),
         ("sticky_kept", 11), ("sticky_broken", 13), ("tcp_max_gap_ms", 14), ("double_owner", 12), ("double_arp", 10),
-        ("moved", 10), ("config", 10)]
+        ("moved", 10), ("vip_moves", 9), ("no_owner_ms", 11), ("config", 10)]
 fmt = lambda vals: " ".join(str(v).ljust(w) for v, (_, w) in zip(vals, cols))
 print()
 print(fmt([c for c, _ in cols]))

@@ -21,8 +21,9 @@ for ((i = 0; i < 20; i++)); do
   [[ " $(qlab_vip_holders) " == *" $CHAOS_ACTIVE "* ]] || break
   sleep 0.05
 done
+extra=()
 if [[ " $(qlab_vip_holders) " == *" $CHAOS_ACTIVE "* ]]; then
-  qlab_log "WARNING: $CHAOS_ACTIVE still holds the VIP address 1 s after SIGCONT"
+  extra=(--fail "$CHAOS_ACTIVE still held the VIP address 1 s after SIGCONT")
 fi
 chaos_wait_cluster 30
-chaos_finish --expect-failover yes
+chaos_finish --expect-failover yes "${extra[@]}"

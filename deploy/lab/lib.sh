@@ -156,7 +156,7 @@ qlab_start_node() {
   local node=$1 bin
   bin=${QLAB_BIN:-$(cat "$QLAB_DIR/bin")}
   [ -z "$(qlab_pid "$node")" ] || { qlab_log "$node already running"; return 0; }
-  qlab_spawn "$node" "$node" env RUST_LOG="${QLAB_RUST_LOG:-info}" \
+  qlab_spawn "$node" "$node" env NO_COLOR=1 RUST_LOG="${QLAB_RUST_LOG:-info,openraft=warn}" \
     "$bin" run --config "$QLAB_DIR/etc/$node.toml" >/dev/null
 }
 
@@ -172,6 +172,19 @@ qlab_vip_holders() {
   local p out=()
   for p in "${QLAB_PROXIES[@]}"; do
     ip -n "$(qlab_ns "$p")" -o -4 addr show dev eth0 2>/dev/null | grep -q " $QLAB_VIP/" && out+=("$p")
+  done
+  echo "${out[*]}"
+}
+
+# Proxies that *own* the VIP now: hold the address and are not fenced. A node that
+# was killed or frozen keeps its address, but once its lease ran out its nftables
+# fence (a `lease` set in an inet table `*_vip_<ip>`) drops all traffic for it.
+qlab_vip_owners() {
+  local holders p out=()
+  holders=$(qlab_vip_holders)
+  if [ "${holders// /}" = "$holders" ]; then echo "$holders"; return; fi
+  for p in $holders; do
+    [ "$(python3 -B -c "import sys; sys.path.insert(0, '$QLAB_CHAOS'); import sampler; print(sampler.fence_state('$(qlab_ns "$p")', '$QLAB_VIP'))")" = closed ] || out+=("$p")
   done
   echo "${out[*]}"
 }
@@ -201,11 +214,11 @@ sys.exit(1)
 EOF
 }
 
-# Waits (bounded) until exactly one proxy holds the VIP and a GET through it works.
+# Waits (bounded) until exactly one proxy owns the VIP and a GET through it works.
 qlab_wait_vip() {
   local timeout_s=${1:-30} i holders
   for ((i = 0; i < timeout_s * 5; i++)); do
-    holders=$(qlab_vip_holders)
+    holders=$(qlab_vip_owners)
     if [ -n "$holders" ] && [ "${holders// /}" = "$holders" ] && qlab_client_get >/dev/null 2>&1; then
       echo "$holders"
       return 0
