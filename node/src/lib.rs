@@ -4,6 +4,7 @@ pub mod balance;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod ctl;
 pub mod demo;
 pub mod health;
 pub mod limits;

@@ -34,6 +34,8 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Operate a running cluster through its admin API.
+    Ctl(quorumlb::ctl::CtlArgs),
     /// Start three demo backends and a proxy on 127.0.0.1 (no root, no file).
     Demo {
         /// Where the demo proxy listens.
@@ -70,6 +72,7 @@ fn main() -> ExitCode {
             exit(block_on(cfg.runtime.workers, run(config, cfg)))
         }
         Command::Demo { listen } => exit(block_on(0, demo(listen))),
+        Command::Ctl(args) => exit(block_on(1, quorumlb::ctl::run(args))),
     }
 }
 

@@ -1,0 +1,300 @@
+//! `quorumlb ctl`: the operator's command line over the admin REST API (the same
+//! API the web panel uses, so every change is a validated, audited Raft write).
+//! Authenticates with an API token (`--token-file` or `QUORUMLB_TOKEN`) or with a
+//! user and password file (session login; writes then carry the CSRF token).
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http::{Method, Request, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use serde_json::{Value, json};
+
+#[derive(clap::Args)]
+pub struct CtlArgs {
+    /// Admin API base URL (a node's `[admin] listen`).
+    #[arg(long, env = "QUORUMLB_URL", default_value = "http://127.0.0.1:9090")]
+    pub url: String,
+    /// File holding an API token (see `ctl token create`).
+    #[arg(long, env = "QUORUMLB_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// Log in as this user instead of using a token.
+    #[arg(long)]
+    pub user: Option<String>,
+    /// File holding the user's password.
+    #[arg(long)]
+    pub password_file: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: CtlCommand,
+}
+
+#[derive(clap::Subcommand)]
+pub enum CtlCommand {
+    /// Nodes, leader, term, config version, VIP owners.
+    Status,
+    #[command(subcommand)]
+    Config(ConfigCmd),
+    #[command(subcommand)]
+    Node(NodeCmd),
+    #[command(subcommand)]
+    Backend(BackendCmd),
+    #[command(subcommand)]
+    User(UserCmd),
+    #[command(subcommand)]
+    Token(TokenCmd),
+}
+
+#[derive(clap::Subcommand)]
+pub enum ConfigCmd {
+    /// Print the cluster config (TOML) and its version.
+    Get,
+    /// Check a cluster config file with the cluster's validator.
+    Validate { file: PathBuf },
+    /// Replace the cluster config with a file (validated first; 422 lists problems).
+    Apply {
+        file: PathBuf,
+        #[arg(long)]
+        comment: Option<String>,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum NodeCmd {
+    /// Add a node: it joins as a learner, catches up, then becomes a voter.
+    Add {
+        #[arg(long)]
+        id: u64,
+        /// `host:port` of its cluster listener.
+        #[arg(long)]
+        address: String,
+        #[arg(long, default_value = "proxy")]
+        role: String,
+    },
+    /// Remove a node from the cluster.
+    Remove {
+        #[arg(long)]
+        id: u64,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum BackendCmd {
+    Drain { pool: String, address: String },
+    Enable { pool: String, address: String },
+    Disable { pool: String, address: String },
+    Weight { pool: String, address: String, weight: u32 },
+}
+
+#[derive(clap::Subcommand)]
+pub enum UserCmd {
+    List,
+    Add {
+        username: String,
+        #[arg(long)]
+        password_file: PathBuf,
+    },
+    Remove {
+        username: String,
+    },
+}
+
+#[derive(clap::Subcommand)]
+pub enum TokenCmd {
+    List,
+    /// Create an API token; it is printed once and cannot be shown again.
+    Create {
+        name: String,
+    },
+    Revoke {
+        id: String,
+    },
+}
+
+struct Api {
+    base: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+    auth: Auth,
+}
+
+enum Auth {
+    Bearer(String),
+    Session { cookie: String, csrf: String },
+}
+
+fn read_secret(path: &PathBuf, what: &str) -> anyhow::Result<String> {
+    let s = std::fs::read_to_string(path).with_context(|| format!("reading {what} {}", path.display()))?;
+    Ok(s.trim().to_string())
+}
+
+impl Api {
+    async fn connect(args: &CtlArgs) -> anyhow::Result<Api> {
+        let base = args.url.trim_end_matches('/').to_string();
+        if !base.starts_with("http://") {
+            bail!("--url must be http://host:port (got {base:?})");
+        }
+        let client = Client::builder(TokioExecutor::new()).build_http();
+        let auth = if let Some(user) = &args.user {
+            let pf = args.password_file.as_ref().context("--user needs --password-file")?;
+            let password = read_secret(pf, "password file")?;
+            let body = json!({ "username": user, "password": password }).to_string();
+            let req = Request::post(format!("{base}/api/v1/session"))
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(body)))?;
+            let resp = client.request(req).await.with_context(|| format!("connecting to {base}"))?;
+            let status = resp.status();
+            let cookie = resp
+                .headers()
+                .get_all(header::SET_COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .filter_map(|v| v.split(';').next())
+                .collect::<Vec<_>>()
+                .join("; ");
+            let body: Value =
+                serde_json::from_slice(&resp.into_body().collect().await?.to_bytes()).unwrap_or(Value::Null);
+            if !status.is_success() {
+                bail!("login failed ({status}): {}", error_message(&body));
+            }
+            let csrf = body["csrf_token"].as_str().unwrap_or_default().to_string();
+            Auth::Session { cookie, csrf }
+        } else {
+            let token = match &args.token_file {
+                Some(f) => read_secret(f, "token file")?,
+                None => std::env::var("QUORUMLB_TOKEN")
+                    .context("no credentials: use --token-file, QUORUMLB_TOKEN, or --user with --password-file")?,
+            };
+            Auth::Bearer(token)
+        };
+        Ok(Api { base, client, auth })
+    }
+
+    async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
+        let mut b = Request::builder().method(method.clone()).uri(format!("{}{path}", self.base));
+        match &self.auth {
+            Auth::Bearer(t) => b = b.header(header::AUTHORIZATION, format!("Bearer {t}")),
+            Auth::Session { cookie, csrf } => {
+                b = b.header(header::COOKIE, cookie.as_str());
+                if method != Method::GET {
+                    b = b.header("x-csrf-token", csrf.as_str());
+                }
+            }
+        }
+        let payload = match body {
+            Some(v) => {
+                b = b.header(header::CONTENT_TYPE, "application/json");
+                Bytes::from(v.to_string())
+            }
+            None => Bytes::new(),
+        };
+        let resp = self.client.request(b.body(Full::new(payload))?).await.with_context(|| format!("calling {path}"))?;
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        let v: Value =
+            if bytes.is_empty() { Value::Null } else { serde_json::from_slice(&bytes).unwrap_or(Value::Null) };
+        if !status.is_success() {
+            bail!("{method} {path}: {status}: {}", error_message(&v));
+        }
+        Ok(v)
+    }
+}
+
+/// `{"error": {"code", "message", "details"}}`, with validator details one per line.
+fn error_message(v: &Value) -> String {
+    let e = &v["error"];
+    let mut msg = e["message"].as_str().unwrap_or("no details").to_string();
+    if let Some(details) = e["details"].as_array() {
+        for d in details {
+            match (d["line"].as_u64(), d["message"].as_str()) {
+                (Some(line), Some(m)) => msg.push_str(&format!("\n  line {line}, column {}: {m}", d["column"])),
+                _ => msg.push_str(&format!("\n  {d}")),
+            }
+        }
+    }
+    msg
+}
+
+fn print(v: &Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
+    let api = Api::connect(&args).await?;
+    match &args.command {
+        CtlCommand::Status => print(&api.call(Method::GET, "/api/v1/cluster", None).await?),
+        CtlCommand::Config(ConfigCmd::Get) => {
+            let v = api.call(Method::GET, "/api/v1/config", None).await?;
+            println!("# version {}", v["version"]);
+            println!("{}", v["toml"].as_str().unwrap_or_default());
+        }
+        CtlCommand::Config(ConfigCmd::Validate { file }) => {
+            let toml = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            let v = api.call(Method::POST, "/api/v1/config/validate", Some(json!({ "toml": toml }))).await?;
+            if v["valid"].as_bool() != Some(true) {
+                let report = json!({ "error": { "message": format!("{} is not valid", file.display()), "details": v["errors"] } });
+                bail!("{}", error_message(&report));
+            }
+            println!("OK");
+        }
+        CtlCommand::Config(ConfigCmd::Apply { file, comment }) => {
+            let toml = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+            print(&api.call(Method::PUT, "/api/v1/config", Some(json!({ "toml": toml, "comment": comment }))).await?);
+        }
+        CtlCommand::Node(NodeCmd::Add { id, address, role }) => {
+            let body = json!({ "id": id, "address": address, "role": role });
+            api.call(Method::POST, "/api/v1/nodes", Some(body)).await?;
+            println!("node {id} added");
+        }
+        CtlCommand::Node(NodeCmd::Remove { id }) => {
+            api.call(Method::DELETE, &format!("/api/v1/nodes/{id}"), None).await?;
+            println!("node {id} removed");
+        }
+        CtlCommand::Backend(cmd) => {
+            let (pool, address, action, body) = match cmd {
+                BackendCmd::Drain { pool, address } => (pool, address, "drain", None),
+                BackendCmd::Enable { pool, address } => (pool, address, "enable", None),
+                BackendCmd::Disable { pool, address } => (pool, address, "disable", None),
+                BackendCmd::Weight { pool, address, weight } => {
+                    (pool, address, "weight", Some(json!({ "weight": weight })))
+                }
+            };
+            let path = format!("/api/v1/pools/{}/backends/{}/{action}", enc(pool), enc(address));
+            let method = if action == "weight" { Method::PUT } else { Method::POST };
+            print(&api.call(method, &path, body).await?);
+        }
+        CtlCommand::User(UserCmd::List) => print(&api.call(Method::GET, "/api/v1/users", None).await?),
+        CtlCommand::User(UserCmd::Add { username, password_file }) => {
+            let password = read_secret(password_file, "password file")?;
+            let body = json!({ "username": username, "password": password });
+            api.call(Method::POST, "/api/v1/users", Some(body)).await?;
+            println!("user {username} saved");
+        }
+        CtlCommand::User(UserCmd::Remove { username }) => {
+            api.call(Method::DELETE, &format!("/api/v1/users/{}", enc(username)), None).await?;
+            println!("user {username} removed");
+        }
+        CtlCommand::Token(TokenCmd::List) => print(&api.call(Method::GET, "/api/v1/tokens", None).await?),
+        CtlCommand::Token(TokenCmd::Create { name }) => {
+            let v = api.call(Method::POST, "/api/v1/tokens", Some(json!({ "name": name }))).await?;
+            println!("{}", v["token"].as_str().unwrap_or_default());
+            eprintln!("token id {} created; store it now, it cannot be shown again", v["id"]);
+        }
+        CtlCommand::Token(TokenCmd::Revoke { id }) => {
+            api.call(Method::DELETE, &format!("/api/v1/tokens/{}", enc(id)), None).await?;
+            println!("token {id} revoked");
+        }
+    }
+    Ok(())
+}
