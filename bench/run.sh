@@ -140,7 +140,7 @@ main() {
         echo "## $stamp — commit $commit$dirty"
         echo
         echo "Machine: $(uname -srm), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), load avg $load_start at start / $load_end at end."
-        echo "Contenders: quorumlb $("$QUORUMLB" --version 2>/dev/null | head -1), $(nginx -v 2>&1 | cut -d' ' -f3), HAProxy $(haproxy -v | head -1 | cut -d' ' -f3), wrk $(wrk -v 2>&1 | head -1 | cut -d' ' -f2)."
+        echo "Contenders: $("$QUORUMLB" --version 2>/dev/null | head -1), $(nginx -v 2>&1 | cut -d' ' -f3), HAProxy $(haproxy -v | head -1 | cut -d' ' -f3), wrk $(wrk -v 2>&1 | head -1 | cut -d' ' -f2)."
         echo "Medians of $RUNS alternating round(s), ${DURATION}s per measurement; proxy pinned to CPU $CPU_PROXY, wrk and the three nginx backends to CPU $CPU_LOAD; raw numbers: results/$stamp.csv.$caveat"
     } >"$header"
     python3 "$LIB/report.py" "$CSV" "$header" >"$RESULTS/$stamp.md"
