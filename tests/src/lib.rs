@@ -6,6 +6,7 @@ pub mod backend;
 pub mod client;
 pub mod l4;
 pub mod process;
+pub mod tls;
 
 pub use backend::TestBackend;
 pub use process::{NodeProcess, quorumlb_bin};

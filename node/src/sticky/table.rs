@@ -6,7 +6,7 @@
 //! least-recently-used order).
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 
 const SHARDS: usize = 16;
@@ -34,9 +34,7 @@ impl StickTable {
     }
 
     fn shard(&self, key: &str) -> std::sync::MutexGuard<'_, HashMap<Box<str>, Entry>> {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
-        let i = (h.finish() as usize) % SHARDS;
+        let i = (self.hasher.hash_one(key) as usize) % SHARDS;
         // A panic cannot leave a shard half-written (single map operations).
         self.shards[i].lock().unwrap_or_else(|e| e.into_inner())
     }

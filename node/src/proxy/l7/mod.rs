@@ -1,16 +1,21 @@
-//! The HTTP proxy: hyper server connections (HTTP/1.1 and HTTP/2 cleartext), route
-//! selection, the backend choice with retry on connect failure, header rewriting,
-//! streaming in both directions and WebSocket upgrades.
+//! The HTTP proxy: hyper server connections (HTTP/1.1 and HTTP/2, cleartext or
+//! after a TLS handshake), then per request: https redirect, rate limits, route
+//! selection, body size limit, sticky lookup, the backend choice with retry on
+//! connect failure, header rewriting, streaming in both directions and WebSocket
+//! upgrades. Counting and the access log happen when the response body is done
+//! (`body::Done`). The per-snapshot state a request reads lives in `plan`.
 
 mod body;
 mod headers;
+pub mod plan;
 pub mod route;
 pub mod upstream;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Instant, SystemTime};
 
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use hyper::body::Incoming;
@@ -19,34 +24,67 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use body::Finish;
 pub use body::ProxyBody;
+use body::{Done, Finish, RequestBody};
+pub use plan::{ListenerPlan, Plane};
 
 use crate::balance::hash_key;
 use crate::clock;
 use crate::config::HashKey;
-use crate::runtime::{ListenerRuntime, PoolRuntime, Tried};
+use crate::limits::rate::retry_after_secs;
+use crate::metrics::access_log::AccessRecord;
+use crate::runtime::{PoolRuntime, Tried};
 
 /// What every request on one client connection shares.
 pub struct ConnCtx {
-    pub listener: Arc<ListenerRuntime>,
+    pub plan: Arc<ListenerPlan>,
     pub client: SocketAddr,
     pub proto: &'static str,
 }
 
+/// Counts a client connection as active for as long as it lives.
+struct ActiveConn(Arc<ListenerPlan>);
+
+impl ActiveConn {
+    fn new(plan: &Arc<ListenerPlan>) -> Self {
+        plan.metrics.connections.inc();
+        plan.metrics.active.inc();
+        ActiveConn(Arc::clone(plan))
+    }
+}
+
+impl Drop for ActiveConn {
+    fn drop(&mut self) {
+        self.0.metrics.active.dec();
+    }
+}
+
 /// Serves one accepted client connection until it closes or `cancel` fires, in
 /// which case in-flight requests finish and the connection then closes.
+///
+/// Slow clients: `client_header_timeout` bounds the time to receive a request
+/// head (and, in hyper, the idle time between keep-alive requests). That is how a
+/// minimum header rate is enforced: a client trickling a head byte by byte is cut
+/// when the timeout passes, whatever its rate.
 pub async fn serve_connection<I>(io: I, ctx: Arc<ConnCtx>, cancel: CancellationToken)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let _active = ActiveConn::new(&ctx.plan);
+    let cfg = &ctx.plan.rt.cfg;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(ctx.listener.cfg.client_header_timeout)
+        .header_read_timeout(cfg.client_header_timeout)
+        .max_buf_size(cfg.http.max_header_bytes.max(8192))
+        .max_headers(cfg.http.max_headers)
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(u32::try_from(cfg.http.max_header_bytes).unwrap_or(u32::MAX));
     let svc_ctx = Arc::clone(&ctx);
     let service = hyper::service::service_fn(move |req| handle(req, Arc::clone(&svc_ctx)));
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
@@ -64,6 +102,33 @@ where
     }
 }
 
+/// Serves an https connection: the TLS handshake (bounded by the header timeout,
+/// so a silent client cannot hold a slot), then HTTP as usual.
+pub async fn serve_tls(stream: TcpStream, ctx: Arc<ConnCtx>, cancel: CancellationToken) {
+    let Some(tls) = ctx.plan.tls.clone() else {
+        tracing::warn!(listener = %ctx.plan.name, "https listener has no usable certificate; connection closed");
+        return;
+    };
+    let timeout = ctx.plan.rt.cfg.client_header_timeout;
+    let stream = tokio::select! {
+        r = tokio::time::timeout(timeout, tls.acceptor.accept(stream)) => match r {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                ctx.plan.metrics.tls_failures.inc();
+                tracing::debug!(client = %ctx.client, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                ctx.plan.metrics.tls_failures.inc();
+                tracing::debug!(client = %ctx.client, "TLS handshake timed out");
+                return;
+            }
+        },
+        _ = cancel.cancelled() => return,
+    };
+    serve_connection(stream, ctx, cancel).await;
+}
+
 /// Prepares an accepted TCP socket for HTTP.
 pub fn tune(stream: &TcpStream) {
     let _ = stream.set_nodelay(true);
@@ -77,13 +142,7 @@ fn local(status: StatusCode, msg: &'static str) -> Response<ProxyBody> {
 }
 
 fn request_key(pool: &PoolRuntime, req: &Request<Incoming>, client: SocketAddr) -> u64 {
-    let ip_key = || match client.ip() {
-        std::net::IpAddr::V4(v4) => hash_key(&v4.octets()),
-        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => hash_key(&v4.octets()),
-            None => hash_key(&v6.octets()),
-        },
-    };
+    let ip_key = || crate::balance::source_ip_key(client.ip());
     match pool.hash_key() {
         HashKey::SourceIp => ip_key(),
         HashKey::Uri => hash_key(req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/").as_bytes()),
@@ -105,14 +164,100 @@ pub fn cookie_value<'a>(h: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// The request handler: never fails; problems become 4xx/5xx responses.
-pub async fn handle(mut req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Response<ProxyBody>, Infallible> {
-    let Some(pool) = route::select(&ctx.listener, req.method(), req.uri(), req.headers()).cloned() else {
-        return Ok(local(StatusCode::NOT_FOUND, "404 Not Found: no route for this request\n"));
+fn too_many(wait: std::time::Duration) -> Response<ProxyBody> {
+    let mut r = local(StatusCode::TOO_MANY_REQUESTS, "429 Too Many Requests\n");
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs(wait)));
+    r
+}
+
+/// 308 to the same URL on https (`redirect_https`).
+fn redirect_https(req: &Request<Incoming>, port: u16) -> Response<ProxyBody> {
+    let Some(host) = route::request_host(req.uri(), req.headers()) else {
+        return local(StatusCode::BAD_REQUEST, "400 Bad Request: no Host\n");
     };
+    let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let location = if port == 443 { format!("https://{host}{pq}") } else { format!("https://{host}:{port}{pq}") };
+    match HeaderValue::from_str(&location) {
+        Ok(v) => {
+            let mut r = local(StatusCode::PERMANENT_REDIRECT, "308 Permanent Redirect\n");
+            r.headers_mut().insert(header::LOCATION, v);
+            r
+        }
+        Err(_) => local(StatusCode::BAD_REQUEST, "400 Bad Request: bad Host\n"),
+    }
+}
+
+/// The request handler: never fails; problems become 4xx/5xx responses. Every
+/// response, local or proxied, is counted and logged when its body is done.
+pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Response<ProxyBody>, Infallible> {
+    let plan = &ctx.plan;
+    let log = plan.access_log.as_ref().map(|l| {
+        let host = match req.headers().get(header::HOST) {
+            Some(h) => Some(h.clone()),
+            None => req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
+        };
+        let rec = AccessRecord {
+            time: SystemTime::now(),
+            listener: Arc::clone(&plan.name),
+            client: ctx.client,
+            method: req.method().clone(),
+            host,
+            path: req.uri().path_and_query().cloned(),
+            status: 0,
+            bytes: 0,
+            upstream: None,
+            upstream_time: None,
+            total_time: std::time::Duration::ZERO,
+        };
+        (Arc::clone(l), Box::new(rec))
+    });
+    let mut done = Done {
+        started: Instant::now(),
+        status: 0,
+        target: Arc::clone(&plan.metrics.local),
+        bytes_out: plan.metrics.bytes_out.clone(),
+        sent: 0,
+        log,
+    };
+    let resp = proxy(req, &ctx, &mut done).await;
+    done.status = resp.status().as_u16();
+    let (parts, body) = resp.into_parts();
+    Ok(Response::from_parts(parts, body.with_done(done)))
+}
+
+async fn proxy(mut req: Request<Incoming>, ctx: &ConnCtx, done: &mut Done) -> Response<ProxyBody> {
+    let plan = &ctx.plan;
+    if let Some(port) = plan.rt.cfg.http.redirect_https {
+        return redirect_https(&req, port);
+    }
+    if let Some(limiter) = &plan.rate {
+        if let Err(wait) = limiter.check(req.headers(), ctx.client.ip()) {
+            plan.metrics.rate_limited.inc();
+            return too_many(wait);
+        }
+    }
+    let Some(route) = plan.route(req.method(), req.uri(), req.headers()) else {
+        return local(StatusCode::NOT_FOUND, "404 Not Found: no route for this request\n");
+    };
+    if let Some(limiter) = &route.rate {
+        if let Err(wait) = limiter.check(req.headers(), ctx.client.ip()) {
+            plan.metrics.rate_limited.inc();
+            return too_many(wait);
+        }
+    }
+    if route.max_body > 0 {
+        let declared = req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > route.max_body) {
+            plan.metrics.body_too_large.inc();
+            return local(StatusCode::PAYLOAD_TOO_LARGE, "413 Content Too Large\n");
+        }
+    }
+    let pp = &route.pool;
+    let pool = &pp.rt;
+    let sticky = pp.sticky.as_ref().map(|s| (s, s.lookup(req.headers(), ctx.client.ip())));
     let upgrade = req.version() == Version::HTTP_11 && headers::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let key = if pool.uses_key() { request_key(&pool, &req, ctx.client) } else { 0 };
+    let key = if pool.uses_key() { request_key(pool, &req, ctx.client) } else { 0 };
 
     let (mut parts, body) = req.into_parts();
     let host_value = match parts.headers.get(header::HOST) {
@@ -131,18 +276,28 @@ pub async fn handle(mut req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Res
         None => Uri::from_static("/"),
     };
     parts.version = Version::HTTP_11;
+    let body = RequestBody::new(body, route.max_body, plan.metrics.bytes_in.clone());
+    let over = body.over_flag();
     let mut req = Some(Request::from_parts(parts, body));
 
     let now = clock::now_ms();
     let mut tried = Tried::default();
     let mut last_status = None;
-    for _attempt in 0..=pool.cfg.retries {
-        let Some(i) = pool.choose(key, &tried, now) else { break };
+    for attempt in 0..=pool.cfg.retries {
+        // The sticky backend first, if it can take the request; else the algorithm.
+        let preferred = sticky
+            .as_ref()
+            .and_then(|(_, d)| d.preferred)
+            .filter(|&i| !tried.contains(i) && pool.backends.get(i).is_some_and(|b| b.state.is_available(now)));
+        let Some(i) = preferred.or_else(|| pool.choose(key, &tried, now)) else { break };
+        if attempt > 0 {
+            pp.retries.inc();
+        }
         tried.insert(i);
         let backend = &pool.backends[i];
         let host = &pool.hosts[i];
         backend.state.acquire();
-        backend.state.stats.requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        backend.state.stats.requests.fetch_add(1, Ordering::Relaxed);
 
         // A pooled connection may turn out closed before the request was written;
         // then the request comes back and one fresh connection is tried.
@@ -174,8 +329,17 @@ pub async fn handle(mut req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Res
         };
         match result {
             Ok((mut resp, sender)) => {
-                backend.state.observe_latency_us(started.elapsed().as_micros() as u64);
+                let upstream_time = started.elapsed();
+                backend.state.observe_latency_us(upstream_time.as_micros() as u64);
                 backend.state.record_success();
+                if let Some(t) = pp.targets.get(i) {
+                    t.upstream_time(upstream_time.as_secs_f64());
+                    done.target = Arc::clone(t);
+                }
+                if let Some((_, rec)) = &mut done.log {
+                    rec.upstream = Some(backend.addr);
+                    rec.upstream_time = Some(upstream_time);
+                }
                 if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
                     if let Some(client_upgrade) = client_upgrade {
                         let upstream_upgrade = hyper::upgrade::on(&mut resp);
@@ -185,19 +349,28 @@ pub async fn handle(mut req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Res
                 let (mut rparts, rbody) = resp.into_parts();
                 let keep_upgrade = rparts.status == StatusCode::SWITCHING_PROTOCOLS;
                 headers::strip_hop_by_hop(&mut rparts.headers, keep_upgrade);
+                if let Some((s, d)) = &sticky {
+                    if let Some(cookie) = s.record(d, i, ctx.proto == "https") {
+                        rparts.headers.append(header::SET_COOKIE, cookie);
+                    }
+                }
                 let conn = (!upgrade).then(|| (Arc::clone(host), sender));
                 let finish = Finish { state: Arc::clone(&backend.state), conn };
-                return Ok(Response::from_parts(rparts, ProxyBody::Upstream { body: rbody, finish: Some(finish) }));
+                return Response::from_parts(rparts, ProxyBody::upstream(rbody, finish));
             }
             Err((why, status, connect_failed)) => {
                 backend.state.release();
+                if over.as_ref().is_some_and(|f| f.load(Ordering::Relaxed)) {
+                    plan.metrics.body_too_large.inc();
+                    return local(StatusCode::PAYLOAD_TOO_LARGE, "413 Content Too Large\n");
+                }
                 tracing::warn!(pool = %pool.cfg.name, backend = %backend.addr, error = %why, "upstream attempt failed");
                 if let Some(p) = &pool.cfg.passive {
                     if backend.state.record_failure(clock::now_ms(), p.max_fails, p.fail_timeout.as_millis() as u64) {
                         tracing::warn!(pool = %pool.cfg.name, backend = %backend.addr, "backend ejected by passive health check");
                     }
                 } else {
-                    backend.state.stats.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    backend.state.stats.failures.fetch_add(1, Ordering::Relaxed);
                 }
                 last_status = Some(status);
                 // Only a failed connect is safe to retry: the request was not sent.
@@ -207,11 +380,11 @@ pub async fn handle(mut req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Res
             }
         }
     }
-    Ok(match last_status {
+    match last_status {
         Some(StatusCode::GATEWAY_TIMEOUT) => local(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Timeout\n"),
         Some(_) => local(StatusCode::BAD_GATEWAY, "502 Bad Gateway\n"),
         None => local(StatusCode::SERVICE_UNAVAILABLE, "503 Service Unavailable: no backend available\n"),
-    })
+    }
 }
 
 /// Relays bytes between an upgraded client connection and an upgraded upstream one.

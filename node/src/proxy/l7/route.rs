@@ -74,15 +74,19 @@ pub fn select<'a>(
     uri: &Uri,
     headers: &HeaderMap,
 ) -> Option<&'a Arc<PoolRuntime>> {
-    if !l.routes.is_empty() {
-        let host = request_host(uri, headers);
-        for (r, pool) in &l.routes {
-            if route_matches(r, method, uri, headers, host) {
-                return Some(pool);
-            }
-        }
+    match select_index(l, method, uri, headers) {
+        Some(i) => l.routes.get(i).map(|(_, p)| p),
+        None => l.default_pool.as_ref(),
     }
-    l.default_pool.as_ref()
+}
+
+/// Index of the first matching route; `None` = the default pool applies.
+pub fn select_index(l: &ListenerRuntime, method: &Method, uri: &Uri, headers: &HeaderMap) -> Option<usize> {
+    if l.routes.is_empty() {
+        return None;
+    }
+    let host = request_host(uri, headers);
+    l.routes.iter().position(|(r, _)| route_matches(r, method, uri, headers, host))
 }
 
 #[cfg(test)]

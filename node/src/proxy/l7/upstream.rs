@@ -1,19 +1,26 @@
 //! Upstream HTTP/1.1 connections: connect with a timeout, and keep idle
 //! keep-alive connections per backend (nginx `keepalive N`, `keepalive_timeout`).
 //! A connection goes back to the idle list only after its response body was read
-//! to the end, so a reused connection is always at a message boundary.
+//! to the end, so a reused connection is always at a message boundary. With
+//! `[pool.tls]` the connection is TLS (rustls); the connector is set per pool by
+//! the L7 plane and swapping it empties the idle list.
 
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
+use arc_swap::ArcSwapOption;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
-pub type Sender = SendRequest<Incoming>;
+use super::body::RequestBody;
+use crate::tls::UpstreamConnector;
+
+pub type Sender = SendRequest<RequestBody>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -23,6 +30,8 @@ pub enum ConnectError {
     Io(SocketAddr, std::io::Error),
     #[error("HTTP handshake with {0} failed: {1}")]
     Handshake(SocketAddr, hyper::Error),
+    #[error("TLS handshake with {0} failed: {1}")]
+    Tls(SocketAddr, std::io::Error),
 }
 
 /// Idle connections to one backend address.
@@ -31,6 +40,7 @@ pub struct HostPool {
     idle: Mutex<Vec<(Sender, Instant)>>,
     max_idle: AtomicUsize,
     idle_timeout_ms: AtomicU64,
+    tls: ArcSwapOption<UpstreamConnector>,
 }
 
 impl HostPool {
@@ -40,6 +50,21 @@ impl HostPool {
             idle: Mutex::new(Vec::new()),
             max_idle: AtomicUsize::new(64),
             idle_timeout_ms: AtomicU64::new(60_000),
+            tls: ArcSwapOption::empty(),
+        }
+    }
+
+    /// Sets TLS towards this backend (`None` = plain TCP). A different setting
+    /// drops the idle connections made under the old one.
+    pub fn set_tls(&self, tls: Option<Arc<UpstreamConnector>>) {
+        let old = self.tls.swap(tls.clone());
+        let same = match (&old, &tls) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same {
+            self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
         }
     }
 
@@ -91,23 +116,40 @@ impl HostPool {
             Ok(Ok(s)) => s,
         };
         let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::Builder::new()
-            .handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| ConnectError::Handshake(addr, e))?;
-        if upgrades {
-            tokio::spawn(async move {
-                if let Err(e) = conn.with_upgrades().await {
-                    tracing::debug!(backend = %addr, error = %e, "upstream connection ended");
-                }
-            });
-        } else {
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(backend = %addr, error = %e, "upstream connection ended");
-                }
-            });
+        let tls = self.tls.load_full();
+        match tls {
+            None => handshake(stream, addr, upgrades).await,
+            Some(t) => {
+                let name = t.sni.clone().unwrap_or_else(|| ServerName::IpAddress(addr.ip().into()));
+                let stream = match tokio::time::timeout(timeout, t.connector.connect(name, stream)).await {
+                    Err(_) => return Err(ConnectError::Timeout(addr)),
+                    Ok(Err(e)) => return Err(ConnectError::Tls(addr, e)),
+                    Ok(Ok(s)) => s,
+                };
+                handshake(stream, addr, upgrades).await
+            }
         }
-        Ok(sender)
     }
+}
+
+async fn handshake<T>(io: T, addr: SocketAddr, upgrades: bool) -> Result<Sender, ConnectError>
+where
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) =
+        http1::Builder::new().handshake(TokioIo::new(io)).await.map_err(|e| ConnectError::Handshake(addr, e))?;
+    if upgrades {
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(backend = %addr, error = %e, "upstream connection ended");
+            }
+        });
+    } else {
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(backend = %addr, error = %e, "upstream connection ended");
+            }
+        });
+    }
+    Ok(sender)
 }
