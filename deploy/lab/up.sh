@@ -170,7 +170,7 @@ address = "$QLAB_VIP/24"
 interface = "eth0"
 priority = { 1 = 150, 2 = 100 }
 preempt = false
-lease_ms = ${QLAB_LEASE_MS:-300}
+lease_ms = ${QLAB_LEASE_MS:-1000}
 
 EOF
   else

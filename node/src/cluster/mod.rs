@@ -78,6 +78,7 @@ impl Member {
         let replicated = Arc::new(sticky::ReplicatedSticky::default());
         let sink: Arc<dyn raft_store::StickySink> = replicated.clone();
         let raft = ClusterNode::start(opts, sink).await.context("starting the cluster member")?;
+        warn_short_leases(&local, &cluster);
         tracing::info!(node = node.id, role = ?node.role, listen = %node.cluster_listen, "cluster member started");
 
         if raft.created_cluster() {
@@ -146,6 +147,22 @@ impl Member {
         }
         if let Err(e) = self.raft.shutdown().await {
             tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+/// A lease shorter than a leader election makes every leader change drop the VIPs
+/// (the owner cannot renew while there is no leader). Safe, but an outage.
+fn warn_short_leases(cfg: &Config, cluster: &crate::config::ClusterSettings) {
+    let election = cluster.election_timeout_max * 2 + cluster.heartbeat * 2;
+    for v in &cfg.vips {
+        if v.lease < election {
+            tracing::warn!(
+                vip = %v.address,
+                lease_ms = v.lease.as_millis() as u64,
+                election_ms = election.as_millis() as u64,
+                "lease_ms is shorter than a leader election: the VIP will go dark whenever the Raft leader changes"
+            );
         }
     }
 }

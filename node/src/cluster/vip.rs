@@ -51,6 +51,9 @@ struct LeaderState {
     reports: BTreeMap<NodeId, (NodeReport, Duration)>,
     controller: VipController,
     leader: bool,
+    /// When this node last became leader; reports are only trusted after a full
+    /// report window, so a new leader does not take a healthy owner for dead.
+    leader_since: Duration,
     vips: Vec<VipSettings>,
 }
 
@@ -70,6 +73,7 @@ impl LeaderVips {
                 reports: BTreeMap::new(),
                 controller: VipController::new(),
                 leader: false,
+                leader_since: Duration::ZERO,
                 vips: Vec::new(),
             }),
         })
@@ -115,6 +119,7 @@ impl LeaderVips {
         }
         st.leader = is_leader;
         let now = self.clock.now();
+        st.leader_since = now;
         for t in st.grants.values_mut() {
             if is_leader { t.on_become_leader(now) } else { t.on_lose_leadership() }
         }
@@ -143,7 +148,7 @@ impl LeaderVips {
     fn decide(&self, state: &ClusterState, members: &BTreeMap<NodeId, Role>) -> Vec<VipAssign> {
         let now = self.clock.now();
         let mut st = self.lock();
-        if !st.leader {
+        if !st.leader || now.saturating_sub(st.leader_since) < REPORT_STALE {
             return Vec::new();
         }
         let mut nodes = BTreeMap::new();

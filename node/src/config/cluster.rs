@@ -260,7 +260,10 @@ pub(super) fn check_vips(c: &mut Checker<'_>, vips: &[RawVip]) -> Vec<VipSetting
         if priority.is_empty() {
             c.err(&v.priority, "priority must name at least one proxy node, e.g. priority = { 1 = 150, 2 = 100 }");
         }
-        let lease = c.ms(v.lease_ms.as_ref(), "lease_ms", 300, 30);
+        // The owner renews through the leader, so its lease must outlast a leader
+        // election (openraft: election timeout plus the old leader's vote lease,
+        // about 2 x election_timeout_max); 1 s covers the 150-300 ms defaults.
+        let lease = c.ms(v.lease_ms.as_ref(), "lease_ms", 1000, 30);
         let drift = match &v.max_drift_percent {
             Some(d) if !(0.0..=10.0).contains(d.get_ref()) => {
                 c.err(d, "max_drift_percent must be between 0 and 10");
@@ -329,7 +332,7 @@ name = "p"
         let v = &c.vips[0];
         assert_eq!((v.address.as_str(), v.prefix, v.preempt), ("10.0.0.100/24", 24, true));
         assert_eq!(v.priority[&1], 150);
-        assert_eq!(v.lease.as_millis(), 300);
+        assert_eq!(v.lease.as_millis(), 1000);
     }
 
     #[test]
