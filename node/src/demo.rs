@@ -52,6 +52,11 @@ pub async fn spawn_backend(name: String, addr: SocketAddr) -> std::io::Result<So
     Ok(local)
 }
 
+/// Where the demo's L4 TCP listener goes: the port after the HTTP one.
+pub fn tcp_listen(listen: SocketAddr) -> Option<SocketAddr> {
+    listen.port().checked_add(1).filter(|_| listen.port() != 0).map(|p| SocketAddr::new(listen.ip(), p))
+}
+
 /// The demo's config text, pointing at the given backend addresses.
 pub fn config_text(listen: SocketAddr, backends: &[SocketAddr]) -> String {
     let mut s = format!(
@@ -89,5 +94,49 @@ algorithm = "weighted_round_robin"
     for b in backends {
         s.push_str(&format!("  [[pool.backend]]\n  address = \"{b}\"\n"));
     }
+    if let Some(tcp) = tcp_listen(listen) {
+        s.push_str(&format!(
+            r#"
+# L4: bytes relayed as they are (splice), least connections, TCP health checks.
+#   curl http://{tcp}/    goes through this listener without HTTP parsing.
+[[listener]]
+name = "tcp"
+bind = "{tcp}"
+protocol = "tcp"
+default_pool = "tcp"
+idle_timeout_ms = 60000
+maxconn = 1000
+maxconn_per_source = 100
+
+[[pool]]
+name = "tcp"
+algorithm = "least_conn"
+connect_timeout_ms = 1000
+  [pool.health]
+  kind = "tcp"
+  interval_ms = 1000
+  timeout_ms = 500
+"#
+        ));
+        for b in backends {
+            s.push_str(&format!("  [[pool.backend]]\n  address = \"{b}\"\n"));
+        }
+    }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn demo_config_is_valid_and_has_a_tcp_listener() {
+        let backends: Vec<SocketAddr> =
+            ["127.0.0.1:9001", "127.0.0.1:9002"].iter().map(|a| a.parse().unwrap()).collect();
+        let text = config_text("127.0.0.1:18080".parse().unwrap(), &backends);
+        let c = crate::config::Config::parse(&text, "<demo>").unwrap();
+        let tcp = c.listeners.iter().find(|l| l.protocol == crate::config::Protocol::Tcp).unwrap();
+        assert_eq!(tcp.bind, "127.0.0.1:18081".parse().unwrap());
+        assert_eq!(c.pool("tcp").unwrap().backends.len(), 2);
+    }
 }

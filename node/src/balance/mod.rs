@@ -58,3 +58,16 @@ pub fn build(algorithm: Algorithm, backends: &[Backend]) -> Box<dyn Selector> {
 pub fn hash_key(bytes: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(bytes)
 }
+
+/// The hash key of a client IP (`hash_key = "source_ip"` in L7, always in L4), so
+/// an HTTP and a TCP listener send one client to the same backend. An IPv4 client
+/// seen through a dual-stack socket (`::ffff:a.b.c.d`) hashes as `a.b.c.d`.
+pub fn source_ip_key(ip: std::net::IpAddr) -> u64 {
+    match ip {
+        std::net::IpAddr::V4(v4) => hash_key(&v4.octets()),
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => hash_key(&v4.octets()),
+            None => hash_key(&v6.octets()),
+        },
+    }
+}

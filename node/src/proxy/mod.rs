@@ -1,14 +1,14 @@
 //! The data plane: listeners opened and closed to match the current config
-//! snapshot, and the L7 proxy behind them. A new snapshot is visible to new
-//! connections at once; open connections finish under the snapshot they started
-//! with.
+//! snapshot, and the proxies behind them (L7 for http, L4 for tcp and udp). A new
+//! snapshot is visible to new connections at once; open connections finish under
+//! the snapshot they started with.
 
+pub mod l4;
 pub mod l7;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -18,7 +18,10 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::{Config, Protocol};
 use crate::health::HealthManager;
+use crate::limits::conn::ConnLimiter;
 use crate::runtime::RuntimeConfig;
+
+pub use l4::ListenerStats;
 
 /// Opens a listening TCP socket the way a load balancer needs it: SO_REUSEADDR
 /// (restart without TIME_WAIT trouble), IP_FREEBIND (listen on a VIP this node does
@@ -43,6 +46,7 @@ struct Running {
     bind: SocketAddr,
     protocol: Protocol,
     cancel: CancellationToken,
+    stats: Arc<ListenerStats>,
 }
 
 /// Owns the listeners, the current snapshot and the health checks.
@@ -54,6 +58,8 @@ pub struct DataPlane {
     tasks: TaskTracker,
     /// Cancelled on shutdown: connections finish their current request and close.
     shutdown: CancellationToken,
+    /// L7 state beside the snapshot: TLS, sticky tables, rate limits, metrics, access log.
+    l7: l7::Plane,
 }
 
 impl DataPlane {
@@ -61,12 +67,34 @@ impl DataPlane {
     /// nothing) if a listener cannot bind.
     pub async fn start(config: Arc<Config>) -> anyhow::Result<Arc<DataPlane>> {
         let runtime = RuntimeConfig::build(Arc::clone(&config), None);
+        let plane = l7::Plane::new(crate::metrics::Metrics::new());
+        let errors = plane.rebuild(&runtime);
+        if !errors.is_empty() {
+            anyhow::bail!("{}", errors.join("; "));
+        }
         let dp = Arc::new(DataPlane {
             runtime: ArcSwap::from_pointee(runtime),
             listeners: tokio::sync::Mutex::new(HashMap::new()),
             health: HealthManager::default(),
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
+            l7: plane,
+        });
+        let weak = Arc::downgrade(&dp);
+        dp.l7.metrics.add_hook(move |m| {
+            let Some(dp) = weak.upgrade() else { return };
+            let Ok(running) = dp.listeners.try_lock() else { return };
+            for (name, r) in running.iter() {
+                for (reason, v) in
+                    [("maxconn", &r.stats.refused_maxconn), ("maxconn_per_source", &r.stats.refused_per_source)]
+                {
+                    let c = m.refused.get_or_create(&crate::metrics::RefusedLabels { listener: name.clone(), reason });
+                    let (want, have) = (ListenerStats::get(v), c.get());
+                    if want > have {
+                        c.inc_by(want - have);
+                    }
+                }
+            }
         });
         dp.reconcile_listeners().await?;
         dp.health.reconcile(&dp.runtime.load());
@@ -78,11 +106,20 @@ impl DataPlane {
         self.runtime.load_full()
     }
 
+    /// Event counters of every open listener, by listener name.
+    pub async fn listener_stats(&self) -> Vec<(String, Arc<ListenerStats>)> {
+        let running = self.listeners.lock().await;
+        running.iter().map(|(name, r)| (name.clone(), Arc::clone(&r.stats))).collect()
+    }
+
     /// Swaps in a new config: new connections use it at once; listeners are opened
     /// and closed to match. A listener that fails to bind is logged and skipped;
     /// the rest of the config still applies.
     pub async fn apply(self: &Arc<Self>, config: Arc<Config>) -> anyhow::Result<()> {
         let next = RuntimeConfig::build(config, Some(&self.runtime.load()));
+        for e in self.l7.rebuild(&next) {
+            tracing::error!("reload: {e}");
+        }
         self.runtime.store(Arc::new(next));
         self.health.reconcile(&self.runtime.load());
         self.reconcile_listeners().await
@@ -104,24 +141,37 @@ impl DataPlane {
             if running.contains_key(name) {
                 continue;
             }
-            let sock = match bind_tcp(l.cfg.bind) {
-                Ok(s) => s,
-                Err(e) => {
-                    errors.push(format!("listener {name:?} cannot bind {}: {e}", l.cfg.bind));
-                    continue;
-                }
-            };
             let cancel = self.shutdown.child_token();
-            tracing::info!(listener = %name, bind = %l.cfg.bind, protocol = ?l.cfg.protocol, "listening");
-            let dp = Arc::clone(self);
-            self.tasks.spawn(dp.accept_loop(name.clone(), sock, cancel.clone()));
-            running.insert(name.clone(), Running { bind: l.cfg.bind, protocol: l.cfg.protocol, cancel });
+            let stats = Arc::new(ListenerStats::default());
+            let started = match l.cfg.protocol {
+                Protocol::Udp => l4::udp::bind_udp(l.cfg.bind).map(|sock| {
+                    let (dp, n) = (Arc::clone(self), name.clone());
+                    let snapshot = move || dp.runtime.load().listeners.get(&n).cloned();
+                    self.tasks.spawn(l4::udp::serve(sock, name.clone(), snapshot, Arc::clone(&stats), cancel.clone()));
+                }),
+                Protocol::Http | Protocol::Https | Protocol::Tcp => bind_tcp(l.cfg.bind).map(|sock| {
+                    let dp = Arc::clone(self);
+                    self.tasks.spawn(dp.accept_loop(name.clone(), sock, Arc::clone(&stats), cancel.clone()));
+                }),
+            };
+            if let Err(e) = started {
+                errors.push(format!("listener {name:?} cannot bind {}: {e}", l.cfg.bind));
+                continue;
+            }
+            tracing::info!(listener = %name, bind = %l.cfg.bind, protocol = l.cfg.protocol.as_str(), "listening");
+            running.insert(name.clone(), Running { bind: l.cfg.bind, protocol: l.cfg.protocol, cancel, stats });
         }
         if errors.is_empty() { Ok(()) } else { Err(anyhow::anyhow!(errors.join("; "))) }
     }
 
-    async fn accept_loop(self: Arc<Self>, name: String, sock: TcpListener, cancel: CancellationToken) {
-        let active = Arc::new(AtomicU64::new(0));
+    async fn accept_loop(
+        self: Arc<Self>,
+        name: String,
+        sock: TcpListener,
+        stats: Arc<ListenerStats>,
+        cancel: CancellationToken,
+    ) {
+        let limiter = ConnLimiter::new();
         loop {
             let (stream, client) = tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -137,22 +187,62 @@ impl DataPlane {
             };
             // Each connection runs under the snapshot current at accept time.
             let Some(listener) = self.runtime.load().listeners.get(&name).cloned() else { return };
-            let maxconn = listener.cfg.maxconn;
-            if maxconn > 0 && active.load(Ordering::Relaxed) >= maxconn {
-                tracing::debug!(listener = %name, %client, "maxconn reached, connection refused");
-                drop(stream);
+            // Over a limit the connection is closed at once, never queued. With
+            // accept_proxy the per-source count waits for the header to name the client.
+            let mut permit = match limiter.admit(listener.cfg.maxconn) {
+                Ok(p) => p,
+                Err(why) => {
+                    stats.refused(why);
+                    tracing::debug!(listener = %name, %client, "{why}, connection refused");
+                    continue;
+                }
+            };
+            if !listener.cfg.accept_proxy {
+                if let Err(why) = permit.bind_source(client.ip(), listener.cfg.maxconn_per_source) {
+                    stats.refused(why);
+                    tracing::debug!(listener = %name, %client, "{why}, connection refused");
+                    continue;
+                }
+            }
+            ListenerStats::add(&stats.accepted, 1);
+            let stats = Arc::clone(&stats);
+            if listener.cfg.protocol == Protocol::Tcp {
+                self.tasks.spawn(l4::tcp::serve(stream, client, listener, stats, permit));
                 continue;
             }
-            active.fetch_add(1, Ordering::Relaxed);
-            let guard = ActiveGuard(Arc::clone(&active));
+            let Some(plan) = self.l7.listener(&name) else { continue };
             l7::tune(&stream);
-            let ctx = Arc::new(l7::ConnCtx { listener, client, proto: "http" });
             let cancel = cancel.clone();
             self.tasks.spawn(async move {
-                let _guard = guard;
-                l7::serve_connection(stream, ctx, cancel).await;
+                let Some(addrs) = l4::identify_client(&stream, client, &listener, &stats, &mut permit).await else {
+                    return;
+                };
+                if listener.cfg.protocol == Protocol::Https {
+                    let ctx = Arc::new(l7::ConnCtx { plan, client: addrs.client, proto: "https" });
+                    l7::serve_tls(stream, ctx, cancel).await;
+                } else {
+                    let ctx = Arc::new(l7::ConnCtx { plan, client: addrs.client, proto: "http" });
+                    l7::serve_connection(stream, ctx, cancel).await;
+                }
+                drop(permit);
             });
         }
+    }
+
+    /// The node's metrics (rendered by the admin server and the admin panel).
+    pub fn metrics(&self) -> &Arc<crate::metrics::Metrics> {
+        &self.l7.metrics
+    }
+
+    /// The stick tables, for a replicator to feed (`upsert`, `remove`,
+    /// `replace_all`) and observe (`subscribe`).
+    pub fn sticky(&self) -> &Arc<crate::sticky::StickyStore> {
+        &self.l7.sticky
+    }
+
+    /// Reopens the access log file (SIGUSR1, after logrotate).
+    pub fn reopen_access_log(&self) {
+        self.l7.reopen_access_log();
     }
 
     /// Stops accepting, lets in-flight requests finish for up to `grace`, then
@@ -162,13 +252,5 @@ impl DataPlane {
         self.health.stop();
         self.tasks.close();
         tokio::time::timeout(grace, self.tasks.wait()).await.is_ok()
-    }
-}
-
-struct ActiveGuard(Arc<AtomicU64>);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
