@@ -3,6 +3,7 @@
 //! that is always stopped by its PID.
 
 pub mod backend;
+pub mod browser;
 pub mod client;
 pub mod l4;
 pub mod process;
