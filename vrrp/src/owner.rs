@@ -115,6 +115,8 @@ pub struct OwnerTask<R: Renewer, C: Clock + 'static> {
     addr: AddrHandle,
     fence: Option<Fence>,
     lease: Lease,
+    /// Slowest recent fence refresh (decaying), see `refresh_fence`.
+    fence_latency: Duration,
     /// The epoch under which the address is held; `None` when not held.
     held: Option<u64>,
     /// The address may be configured although `held` is `None` (start-up, or a
@@ -147,6 +149,7 @@ impl<R: Renewer, C: Clock + 'static> OwnerTask<R, C> {
         });
         Ok(Self {
             lease: Lease::new(cfg.lease),
+            fence_latency: Duration::from_millis(20),
             addr: AddrHandle::new()?,
             cfg,
             renewer,
@@ -377,12 +380,24 @@ impl<R: Renewer, C: Clock + 'static> OwnerTask<R, C> {
     }
 
     /// Opens the fence until the lease's end. Returns false if that failed.
+    ///
+    /// The kernel starts the element's timeout when it applies the update, some
+    /// time after `now` (an `nft` process under load can take tens of ms), so the
+    /// TTL is shortened by twice the slowest recent refresh: the fence must never
+    /// outlive the lease, or a dead owner keeps answering after the leader
+    /// reassigned the VIP.
     async fn refresh_fence(&mut self, now: Duration) -> bool {
         let Some(fence) = &self.fence else {
             return true;
         };
-        let ttl = self.lease.remaining(now).unwrap_or_default();
-        match fence.refresh(ttl).await {
+        let allowance = self.fence_latency * 2 + Duration::from_millis(10);
+        let ttl = self.lease.remaining(now).unwrap_or_default().saturating_sub(allowance);
+        let started = self.clock.now();
+        let result = fence.refresh(ttl).await;
+        let took = self.clock.now().saturating_sub(started);
+        // Remember the slowest refresh, decaying slowly so one spike is not forever.
+        self.fence_latency = took.max(self.fence_latency.mul_f64(0.95));
+        match result {
             Ok(()) => true,
             Err(e) => {
                 tracing::error!(vip = %self.cfg.vip, error = %e, "refreshing fence failed");

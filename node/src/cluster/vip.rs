@@ -128,7 +128,10 @@ impl LeaderVips {
         tracing::info!(leader = is_leader, "VIP controller {}", if is_leader { "active" } else { "standing by" });
     }
 
-    /// Marks releases that the log confirmed (owner None at the same epoch).
+    /// Marks releases that the log confirmed. A `VipReleased` entry leaves the
+    /// epoch as it was and clears the owner; a revoke by the controller also clears
+    /// the owner but bumps the epoch, and must NOT count as a release: the old
+    /// owner's lease may still be running.
     fn note_releases(&self, state: &ClusterState) {
         let mut st = self.lock();
         for (vip, a) in &state.vips {
@@ -137,8 +140,10 @@ impl LeaderVips {
                 continue;
             }
             if let Some(t) = st.grants.get_mut(&addr) {
-                if let Some(holder) = t.holder(&addr) {
-                    t.record_release(addr, holder, a.epoch);
+                if let Some(vrrp::lease::Grant::Held { node, epoch, .. }) = t.grant_for(&addr) {
+                    if epoch == a.epoch {
+                        t.record_release(addr, node, epoch);
+                    }
                 }
             }
         }
@@ -347,5 +352,48 @@ impl Owners {
         for t in tasks {
             let _ = tokio::time::timeout(timeout, t).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> VipSettings {
+        VipSettings {
+            address: "192.0.2.10/24".into(),
+            ip: "192.0.2.10".parse().unwrap(),
+            prefix: 24,
+            interface: "eth0".into(),
+            priority: BTreeMap::from([(1, 150), (2, 100)]),
+            preempt: false,
+            preempt_delay: Duration::ZERO,
+            lease: Duration::from_millis(1000),
+            max_drift: 0.01,
+            margin: Duration::from_millis(100),
+        }
+    }
+
+    fn state(owner: Option<NodeId>, epoch: u64) -> ClusterState {
+        let mut s = ClusterState::default();
+        s.vips.insert("192.0.2.10/24".into(), raft_store::VipAssignment { vip: "192.0.2.10/24".into(), owner, epoch });
+        s
+    }
+
+    #[test]
+    fn a_revoke_is_not_mistaken_for_a_release() {
+        let leader = LeaderVips::new(Arc::new(SystemClock::new()));
+        leader.set_vips(&[settings()]);
+        leader.set_leader(true);
+        let addr: VipAddress = "192.0.2.10/24".parse().unwrap();
+        assert!(leader.grant_lease("192.0.2.10/24", 1, 2));
+        let may = |l: &LeaderVips| l.lock().grants[&addr].may_reassign(&addr, l.clock.now());
+        // The controller revoked (owner None, epoch bumped): node 2's lease may
+        // still run, so nobody else may get the VIP yet.
+        leader.note_releases(&state(None, 2));
+        assert!(!may(&leader), "revoke counted as a release");
+        // Node 2 confirmed its release at its own epoch: the VIP is free at once.
+        leader.note_releases(&state(None, 1));
+        assert!(may(&leader));
     }
 }

@@ -282,7 +282,7 @@ pub(super) fn check_vips(c: &mut Checker<'_>, vips: &[RawVip]) -> Vec<VipSetting
             preempt_delay: Duration::from_millis(v.preempt_delay_ms.unwrap_or(0)),
             lease,
             max_drift: drift,
-            margin: Duration::from_millis(v.margin_ms.unwrap_or(20)),
+            margin: Duration::from_millis(v.margin_ms.unwrap_or(100)),
         });
     }
     out
