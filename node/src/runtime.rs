@@ -67,10 +67,13 @@ impl Tried {
     }
 }
 
+/// Runtime state of one backend carried from the previous snapshot.
+type Carried<'a> = (&'a Arc<BackendState>, &'a Arc<HostPool>);
+
 impl RuntimeConfig {
     /// Builds a snapshot, carrying over per-backend state from `previous`.
     pub fn build(config: Arc<Config>, previous: Option<&RuntimeConfig>) -> RuntimeConfig {
-        let mut old: HashMap<(&str, SocketAddr), (&Arc<BackendState>, &Arc<HostPool>)> = HashMap::new();
+        let mut old: HashMap<(&str, SocketAddr), Carried<'_>> = HashMap::new();
         if let Some(prev) = previous {
             for p in prev.pools.values() {
                 for (b, h) in p.backends.iter().zip(&p.hosts) {

@@ -44,7 +44,8 @@ default_pool = "default"
     }
     let p = Proxy::start(&cfg).await;
     let c = client::http1();
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         ("/v1/users", &[("host", "api.example.com")], "api"),
         ("/v2/users", &[("host", "api.example.com")], "wild"),
         ("/v1/users", &[("host", "API.Example.com:8080")], "api"),

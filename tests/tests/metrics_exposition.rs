@@ -24,9 +24,8 @@ struct Sample {
 fn parse_openmetrics(text: &str) -> Vec<Sample> {
     let mut out = Vec::new();
     let mut family: Option<(String, String)> = None;
-    let mut lines = text.lines().peekable();
     let mut saw_eof = false;
-    while let Some(line) = lines.next() {
+    for line in text.lines() {
         assert!(!saw_eof, "content after # EOF: {line:?}");
         if line == "# EOF" {
             saw_eof = true;

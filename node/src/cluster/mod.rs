@@ -130,13 +130,31 @@ impl Member {
     /// to go (bounded), then stop the data plane (finishing in-flight requests) and
     /// Raft.
     pub async fn shutdown(self, grace: Duration) {
+        // 1. Tell the leader we are leaving, so it assigns nothing to us (and gives
+        // us a moment to release what we hold ourselves).
         self.shutting_down.store(true, Ordering::Relaxed);
+        let report = NodeReport { node: self.raft.id(), proxy_healthy: false, shutting_down: true };
+        if let Err(e) = tokio::time::timeout(Duration::from_secs(1), self.raft.report(report)).await {
+            tracing::warn!(error = %e, "could not tell the leader that this node is leaving");
+        }
         if let Some(owners) = &self.owners {
+            // 2. Planned handover (VIP-LEASE rule 5): remove our addresses ourselves
+            // and confirm through the log, which lets the leader hand each VIP to
+            // the standby at once instead of waiting a lease out.
+            let held: Vec<String> = owners.statuses().iter().filter(|s| s.owned).map(|s| s.vip.to_string()).collect();
+            owners.stop_all(Duration::from_secs(2)).await;
+            // 3. Stay in the cluster until the new assignments are committed (we may
+            // be the leader that has to commit them), bounded.
             let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
-            while owners.owned_count() > 0 && tokio::time::Instant::now() < deadline {
+            let me = self.raft.id();
+            while tokio::time::Instant::now() < deadline {
+                let st = self.raft.state().borrow().clone();
+                let settled = held.iter().all(|v| st.vips.get(v).is_some_and(|a| a.owner.is_some_and(|o| o != me)));
+                if settled {
+                    break;
+                }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            owners.stop_all(Duration::from_secs(2)).await;
         }
         let _ = self.stop_tx.send(true);
         if let Some(dp) = &self.dataplane {
@@ -284,8 +302,8 @@ async fn report_loop(raft: ClusterNode, proxy: bool, leaving: Arc<AtomicBool>, m
             _ = tick.tick() => {}
             _ = stop.changed() => return,
         }
-        let report =
-            NodeReport { node: raft.id(), proxy_healthy: proxy, shutting_down: leaving.load(Ordering::Relaxed) };
+        let leaving_now = leaving.load(Ordering::Relaxed);
+        let report = NodeReport { node: raft.id(), proxy_healthy: proxy && !leaving_now, shutting_down: leaving_now };
         let r = tokio::time::timeout(vip::TICK * 4, raft.report(report)).await;
         if let Ok(Err(e)) = r {
             tracing::debug!(error = %e, "report to leader failed");

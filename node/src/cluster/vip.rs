@@ -27,6 +27,10 @@ use crate::config::VipSettings;
 pub const TICK: Duration = Duration::from_millis(50);
 /// A node that has not reported for this long is treated as gone.
 const REPORT_STALE: Duration = Duration::from_millis(400);
+/// A leaving owner gets this long to remove its address and confirm the release
+/// through the log (a planned handover then needs no lease wait) before the
+/// controller revokes its VIPs the slow way.
+const HANDOVER_GRACE: Duration = Duration::from_millis(1500);
 
 pub fn vip_address(v: &VipSettings) -> Option<VipAddress> {
     VipAddress::new(v.ip, v.prefix).ok()
@@ -54,6 +58,8 @@ struct LeaderState {
     /// When this node last became leader; reports are only trusted after a full
     /// report window, so a new leader does not take a healthy owner for dead.
     leader_since: Duration,
+    /// When each node first reported that it is shutting down.
+    leaving_since: BTreeMap<NodeId, Duration>,
     vips: Vec<VipSettings>,
 }
 
@@ -74,6 +80,7 @@ impl LeaderVips {
                 controller: VipController::new(),
                 leader: false,
                 leader_since: Duration::ZERO,
+                leaving_since: BTreeMap::new(),
                 vips: Vec::new(),
             }),
         })
@@ -125,6 +132,7 @@ impl LeaderVips {
         }
         st.controller.reset();
         st.reports.clear();
+        st.leaving_since.clear();
         tracing::info!(leader = is_leader, "VIP controller {}", if is_leader { "active" } else { "standing by" });
     }
 
@@ -179,9 +187,21 @@ impl LeaderVips {
         }
         let vips: Vec<VipConfig> = st.vips.iter().filter_map(vip_config).collect();
         let mut out = Vec::new();
-        let LeaderState { grants, controller, .. } = &mut *st;
+        let LeaderState { grants, controller, leaving_since, .. } = &mut *st;
         for v in &vips {
             let Some(table) = grants.get(&v.address) else { continue };
+            // A leaving node that still owns this VIP is left alone for a moment:
+            // it is releasing it itself, which hands over without a lease wait.
+            let mut nodes = nodes.clone();
+            let owner = assignments.get(&v.address).and_then(|a| a.owner);
+            if let Some(o) = owner {
+                let grace = leaving_since.get(&o).is_some_and(|t| now.saturating_sub(*t) < HANDOVER_GRACE);
+                if let (true, Some(n)) = (grace, nodes.get_mut(&o)) {
+                    n.shutting_down = false;
+                    n.proxy_healthy = true;
+                    n.alive = true;
+                }
+            }
             let input = ControllerInput { vips: std::slice::from_ref(v), nodes: &nodes, assignments: &assignments };
             out.extend(controller.decide(&input, table, now));
         }
@@ -203,7 +223,13 @@ impl LeaderHooks for LeaderVips {
 
     fn node_report(&self, report: NodeReport) {
         let now = self.clock.now();
-        self.lock().reports.insert(report.node, (report, now));
+        let mut st = self.lock();
+        if report.shutting_down {
+            st.leaving_since.entry(report.node).or_insert(now);
+        } else {
+            st.leaving_since.remove(&report.node);
+        }
+        st.reports.insert(report.node, (report, now));
     }
 }
 
