@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 static HOP_BY_HOP: [HeaderName; 8] = [
@@ -20,17 +21,16 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes hop-by-hop headers, including any named in `Connection`. `Upgrade` is
 /// removed too unless `keep_upgrade` (a WebSocket handshake being passed on).
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    if let Some(conn) = h.get(header::CONNECTION) {
-        // Tokens named in Connection are hop-by-hop as well.
-        let named: Vec<HeaderName> = conn
-            .to_str()
-            .unwrap_or("")
-            .split(',')
-            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-            .filter(|n| !(keep_upgrade && n == header::UPGRADE))
-            .collect();
-        for n in named {
-            h.remove(n);
+    // Tokens named in Connection are hop-by-hop as well. The value is a cheap
+    // clone (shared bytes) so the map can be edited while its tokens are walked;
+    // `remove(&str)` looks a name up without allocating one.
+    if let Some(conn) = h.get(header::CONNECTION).cloned() {
+        for t in conn.to_str().unwrap_or("").split(',') {
+            let t = t.trim();
+            if t.is_empty() || is_fixed_hop_token(t) || (keep_upgrade && t.eq_ignore_ascii_case("upgrade")) {
+                continue;
+            }
+            h.remove(t);
         }
     }
     for n in &HOP_BY_HOP {
@@ -43,39 +43,58 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     }
 }
 
+/// Tokens removed anyway (the fixed list and `Upgrade`) or naming no header
+/// (`close`): no lookup needed.
+fn is_fixed_hop_token(t: &str) -> bool {
+    ["close", "keep-alive", "upgrade"].iter().any(|k| t.eq_ignore_ascii_case(k))
+        || HOP_BY_HOP.iter().any(|n| t.eq_ignore_ascii_case(n.as_str()))
+}
+
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Adds `X-Forwarded-For` (appended to any the client sent), `X-Forwarded-Proto`,
-/// `X-Forwarded-Host` and `X-Real-IP`.
-pub fn add_forwarding(h: &mut HeaderMap, client: IpAddr, proto: &'static str, host: Option<&str>) {
-    let mut ip_buf = itoa_ip(client);
+/// `X-Forwarded-Host` and `X-Real-IP`. `client_ip` is the connection's
+/// [`client_ip_value`], made once per connection.
+pub fn add_forwarding(h: &mut HeaderMap, client_ip: &HeaderValue, proto: &'static str, host: Option<HeaderValue>) {
     let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {ip_buf}"),
-        _ => std::mem::take(&mut ip_buf),
+        Some(prev) if !prev.is_empty() => {
+            let ip = client_ip.as_bytes();
+            let mut buf = Vec::with_capacity(prev.len() + 2 + ip.len());
+            buf.extend_from_slice(prev.as_bytes());
+            buf.extend_from_slice(b", ");
+            buf.extend_from_slice(ip);
+            HeaderValue::from_maybe_shared(Bytes::from(buf)).ok()
+        }
+        _ => Some(client_ip.clone()),
     };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
+    if let Some(v) = xff {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
     h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if let Some(host) = host.and_then(|x| HeaderValue::from_str(x).ok()) {
+    if let Some(host) = host {
         h.insert(X_FORWARDED_HOST.clone(), host);
     }
-    if let Ok(v) = HeaderValue::from_str(&itoa_ip(client)) {
-        h.insert(X_REAL_IP.clone(), v);
-    }
+    h.insert(X_REAL_IP.clone(), client_ip.clone());
 }
 
-fn itoa_ip(ip: IpAddr) -> String {
-    match ip {
+/// The client address as a header value (IPv4-mapped IPv6 shown as IPv4), for
+/// `X-Forwarded-For` and `X-Real-IP`.
+pub fn client_ip_value(ip: IpAddr) -> HeaderValue {
+    let s = match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => v4.to_string(),
             None => v6.to_string(),
         },
         IpAddr::V4(v4) => v4.to_string(),
-    }
+    };
+    // An address is always a valid header value; the fallback is never taken.
+    let v = HeaderValue::from_maybe_shared(Bytes::from(s)).unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+    // Cloned per request: share the bytes now so every later clone is a count.
+    let _ = v.clone();
+    v
 }
 
 /// True for a WebSocket (or other) upgrade request on HTTP/1.1.
@@ -105,10 +124,32 @@ mod tests {
     }
 
     #[test]
+    fn upgrade_is_kept_for_a_handshake() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade, X-Secret , close"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        let mut dropped = h.clone();
+        strip_hop_by_hop(&mut dropped, false);
+        assert!(dropped.get(header::UPGRADE).is_none() && dropped.get(header::CONNECTION).is_none());
+        strip_hop_by_hop(&mut h, true);
+        assert!(h.get("x-secret").is_none());
+        assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
+        assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn mapped_ipv6_client_is_shown_as_ipv4() {
+        assert_eq!(client_ip_value("::ffff:10.1.2.3".parse().unwrap()), "10.1.2.3");
+        assert_eq!(client_ip_value("2001:db8::1".parse().unwrap()), "2001:db8::1");
+    }
+
+    #[test]
     fn forwarded_for_is_appended() {
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
-        add_forwarding(&mut h, "127.0.0.2".parse().unwrap(), "http", Some("example.com"));
+        let ip = client_ip_value("127.0.0.2".parse().unwrap());
+        add_forwarding(&mut h, &ip, "http", Some(HeaderValue::from_static("example.com")));
         assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.2");
         assert_eq!(h.get("x-real-ip").unwrap(), "127.0.0.2");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "example.com");

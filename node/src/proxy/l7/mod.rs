@@ -42,6 +42,32 @@ pub struct ConnCtx {
     pub proto: &'static str,
 }
 
+/// What the request handler keeps per connection: the shared context and the
+/// client address already formatted for the forwarding headers.
+struct Conn {
+    ctx: Arc<ConnCtx>,
+    client_ip: HeaderValue,
+}
+
+/// The hyper server settings of a listener, built once per configuration
+/// snapshot and shared by its connections.
+pub fn server_builder(cfg: &crate::config::Listener) -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(cfg.client_header_timeout)
+        .max_buf_size(cfg.http.max_header_bytes.max(8192))
+        .max_headers(cfg.http.max_headers)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256)
+        .max_header_list_size(u32::try_from(cfg.http.max_header_bytes).unwrap_or(u32::MAX));
+    builder
+}
+
 /// Counts a client connection as active for as long as it lives.
 struct ActiveConn(Arc<ListenerPlan>);
 
@@ -71,23 +97,9 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let _active = ActiveConn::new(&ctx.plan);
-    let cfg = &ctx.plan.rt.cfg;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(cfg.client_header_timeout)
-        .max_buf_size(cfg.http.max_header_bytes.max(8192))
-        .max_headers(cfg.http.max_headers)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        .max_header_list_size(u32::try_from(cfg.http.max_header_bytes).unwrap_or(u32::MAX));
-    let svc_ctx = Arc::clone(&ctx);
-    let service = hyper::service::service_fn(move |req| handle(req, Arc::clone(&svc_ctx)));
-    let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let conn_ctx = Arc::new(Conn { client_ip: headers::client_ip_value(ctx.client.ip()), ctx: Arc::clone(&ctx) });
+    let service = hyper::service::service_fn(move |req| handle_conn(req, Arc::clone(&conn_ctx)));
+    let conn = ctx.plan.server.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => {
@@ -189,7 +201,8 @@ fn redirect_https(req: &Request<Incoming>, port: u16) -> Response<ProxyBody> {
 
 /// The request handler: never fails; problems become 4xx/5xx responses. Every
 /// response, local or proxied, is counted and logged when its body is done.
-pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Response<ProxyBody>, Infallible> {
+async fn handle_conn(req: Request<Incoming>, conn: Arc<Conn>) -> Result<Response<ProxyBody>, Infallible> {
+    let ctx = &conn.ctx;
     let plan = &ctx.plan;
     let log = plan.access_log.as_ref().map(|l| {
         let host = match req.headers().get(header::HOST) {
@@ -219,13 +232,18 @@ pub async fn handle(req: Request<Incoming>, ctx: Arc<ConnCtx>) -> Result<Respons
         sent: 0,
         log,
     };
-    let resp = proxy(req, &ctx, &mut done).await;
+    let resp = proxy(req, ctx, &conn.client_ip, &mut done).await;
     done.status = resp.status().as_u16();
     let (parts, body) = resp.into_parts();
     Ok(Response::from_parts(parts, body.with_done(done)))
 }
 
-async fn proxy(mut req: Request<Incoming>, ctx: &ConnCtx, done: &mut Done) -> Response<ProxyBody> {
+async fn proxy(
+    mut req: Request<Incoming>,
+    ctx: &ConnCtx,
+    client_ip: &HeaderValue,
+    done: &mut Done,
+) -> Response<ProxyBody> {
     let plan = &ctx.plan;
     if let Some(port) = plan.rt.cfg.http.redirect_https {
         return redirect_https(&req, port);
@@ -260,17 +278,19 @@ async fn proxy(mut req: Request<Incoming>, ctx: &ConnCtx, done: &mut Done) -> Re
     let key = if pool.uses_key() { request_key(pool, &req, ctx.client) } else { 0 };
 
     let (mut parts, body) = req.into_parts();
+    // Only a Host that is text is forwarded in X-Forwarded-Host (and put back
+    // as Host when the request named it in the URI only).
     let host_value = match parts.headers.get(header::HOST) {
-        Some(h) => h.to_str().ok().map(str::to_owned),
-        None => parts.uri.authority().map(|a| a.as_str().to_owned()),
+        Some(h) => h.to_str().is_ok().then(|| h.clone()),
+        None => parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
     headers::strip_hop_by_hop(&mut parts.headers, upgrade);
     if !parts.headers.contains_key(header::HOST) {
-        if let Some(v) = host_value.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
-            parts.headers.insert(header::HOST, v);
+        if let Some(v) = &host_value {
+            parts.headers.insert(header::HOST, v.clone());
         }
     }
-    headers::add_forwarding(&mut parts.headers, ctx.client.ip(), ctx.proto, host_value.as_deref());
+    headers::add_forwarding(&mut parts.headers, client_ip, ctx.proto, host_value);
     parts.uri = match parts.uri.path_and_query() {
         Some(pq) => Uri::from(pq.clone()),
         None => Uri::from_static("/"),

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use http::{HeaderMap, Method, Uri};
+use hyper_util::rt::TokioExecutor;
+use hyper_util::server::conn::auto;
 use prometheus_client::metrics::counter::Counter;
 use tokio_rustls::TlsAcceptor;
 
@@ -55,6 +57,8 @@ pub struct ListenerPlan {
     pub routes: Vec<RoutePlan>,
     pub default: Option<RoutePlan>,
     pub access_log: Option<Arc<AccessLog>>,
+    /// The hyper server settings, built once here rather than per connection.
+    pub server: auto::Builder<TokioExecutor>,
 }
 
 impl ListenerPlan {
@@ -310,6 +314,7 @@ impl Plane {
                     routes,
                     default,
                     access_log: log.clone(),
+                    server: super::server_builder(&l.cfg),
                 }),
             );
         }
