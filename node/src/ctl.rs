@@ -16,8 +16,8 @@ use serde_json::{Value, json};
 
 #[derive(clap::Args)]
 pub struct CtlArgs {
-    /// Admin API base URL (a node's `[admin] listen`).
-    #[arg(long, env = "QUORUMLB_URL", default_value = "http://127.0.0.1:9090")]
+    /// Admin API address (a node's `[admin] listen`): `host:port` or `http://host:port`.
+    #[arg(long, visible_alias = "admin", env = "QUORUMLB_URL", default_value = "127.0.0.1:9090")]
     pub url: String,
     /// File holding an API token (see `ctl token create`).
     #[arg(long, env = "QUORUMLB_TOKEN_FILE")]
@@ -132,9 +132,10 @@ fn read_secret(path: &PathBuf, what: &str) -> anyhow::Result<String> {
 
 impl Api {
     async fn connect(args: &CtlArgs) -> anyhow::Result<Api> {
-        let base = args.url.trim_end_matches('/').to_string();
+        let trimmed = args.url.trim_end_matches('/');
+        let base = if trimmed.contains("://") { trimmed.to_string() } else { format!("http://{trimmed}") };
         if !base.starts_with("http://") {
-            bail!("--url must be http://host:port (got {base:?})");
+            bail!("--admin must be host:port or http://host:port (got {base:?}); ctl speaks plain HTTP");
         }
         let client = Client::builder(TokioExecutor::new()).build_http();
         let auth = if let Some(user) = &args.user {

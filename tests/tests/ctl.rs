@@ -11,8 +11,8 @@ use tests::{NodeProcess, TestBackend, free_port, quorumlb_bin};
 fn ctl(admin: SocketAddr, auth: &[&str], args: &[&str]) -> Output {
     Command::new(quorumlb_bin())
         .arg("ctl")
-        .arg("--url")
-        .arg(format!("http://{admin}"))
+        .arg("--admin")
+        .arg(admin.to_string())
         .args(auth)
         .args(args)
         .env_remove("QUORUMLB_TOKEN")

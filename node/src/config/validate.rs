@@ -159,6 +159,25 @@ fn check(c: &mut Checker<'_>, raw: RawConfig) -> Config {
         }
     }
 
+    // A PROXY header describes one client connection; upstream HTTP connections
+    // are pooled and shared between clients, so it would name the wrong client.
+    // HTTP backends learn the client from X-Forwarded-For / X-Real-IP instead.
+    for l in listeners.iter().filter(|l| matches!(l.protocol, Protocol::Http | Protocol::Https)) {
+        let used: Vec<&String> = l.default_pool.iter().chain(l.routes.iter().map(|r| &r.pool)).collect();
+        for rp in raw.pool.iter().filter(|p| used.contains(&p.name.get_ref())) {
+            if let Some(sp) = &rp.send_proxy {
+                c.err(
+                    sp,
+                    format!(
+                        "send_proxy on pool {:?}, which HTTP listener {:?} uses: pooled HTTP upstream connections are shared between clients, so backends learn the client from X-Forwarded-For instead; use send_proxy with tcp listeners",
+                        rp.name.get_ref(),
+                        l.name
+                    ),
+                );
+            }
+        }
+    }
+
     let node = raw.node.as_ref().and_then(|n| super::cluster::check_node(c, n));
     let cluster = raw.cluster.as_ref().map(|cl| super::cluster::check_cluster(c, cl, node.as_ref()));
     let vips = super::cluster::check_vips(c, &raw.vip);
@@ -724,10 +743,10 @@ send_proxy = "v2"
     }
 
     #[test]
-    fn send_proxy_on_an_http_pool_is_accepted() {
+    fn send_proxy_on_a_pool_behind_an_http_listener_is_refused() {
         let text = GOOD.replace("algorithm = \"weighted_round_robin\"", "send_proxy = \"v1\"");
-        let c = Config::parse(&text, "f.toml").unwrap();
-        assert_eq!(c.pool("web").unwrap().send_proxy, Some(ProxyVersion::V1));
+        let e = Config::parse(&text, "f.toml").unwrap_err().to_string();
+        assert!(e.contains("send_proxy on pool \"web\", which HTTP listener \"web\" uses"), "{e}");
     }
 
     #[test]
