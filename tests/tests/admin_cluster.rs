@@ -60,7 +60,7 @@ async fn admin_api_on_a_cluster_member() {
     let pw_file = dir.path().join("admin-password");
     std::fs::write(&pw_file, format!("{PASSWORD}\n")).expect("password file");
     let file = format!(
-        "[node]\nid = 1\ndata_dir = \"{}\"\ncluster_listen = \"127.0.0.1:{cluster_port}\"\n\n\
+        "[node]\nid = 1\nname = \"lb-one\"\ndata_dir = \"{}\"\ncluster_listen = \"127.0.0.1:{cluster_port}\"\n\n\
          [cluster]\nsecret_file = \"{}\"\npeers = [ {{ id = 1, address = \"127.0.0.1:{cluster_port}\" }} ]\n\n\
          [admin]\nlisten = \"127.0.0.1:{admin_port}\"\nbootstrap_password_file = \"{}\"\n\n{}",
         dir.path().join("n1").display(),
@@ -123,6 +123,7 @@ async fn admin_api_on_a_cluster_member() {
     assert_eq!(view["node_id"], 1);
     assert_eq!(view["leader"], 1, "{view}");
     assert_eq!(view["nodes"][0]["raft_state"], "leader", "{view}");
+    assert_eq!(view["nodes"][0]["name"], "lb-one", "{view}");
 
     let r = request(&c, "GET", &format!("{base}/api/v1/config"), &auth, None).await;
     assert_eq!(r.status, 200, "{}", r.text());

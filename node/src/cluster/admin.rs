@@ -225,7 +225,12 @@ impl AdminBackend for NodeAdmin {
                 };
                 NodeStatus {
                     id: m.id,
-                    name: format!("node-{}", m.id),
+                    // Names are node-local ([node] name); other nodes' names are not
+                    // replicated, so they show by id.
+                    name: match self.local.node.as_ref() {
+                        Some(n) if n.id == m.id => n.name.clone(),
+                        _ => format!("node-{}", m.id),
+                    },
                     address: m.addr.clone(),
                     role: node_role(m.role),
                     raft_state,
