@@ -179,3 +179,14 @@ pub(crate) fn test_backends(weights: &[u32]) -> Vec<Backend> {
         })
         .collect()
 }
+
+/// How often each backend is picked in `picks` rounds, all backends usable.
+#[cfg(test)]
+pub(crate) fn pick_counts(sel: &dyn crate::balance::Selector, b: &[Backend], picks: usize) -> Vec<usize> {
+    let usable = |i: usize| b[i].state.is_available(0);
+    let mut counts = vec![0; b.len()];
+    for _ in 0..picks {
+        counts[sel.pick(b, 0, &usable).expect("every backend is usable")] += 1;
+    }
+    counts
+}

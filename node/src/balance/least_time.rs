@@ -59,16 +59,10 @@ fn better(x: &Backend, y: &Backend) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::balance::backend::test_backends;
+    use crate::balance::backend::{pick_counts, test_backends};
 
     fn counts(b: &[Backend], picks: usize) -> Vec<usize> {
-        let sel = LeastTime::new(b);
-        let usable = |i: usize| b[i].state.is_available(0);
-        let mut counts = vec![0; b.len()];
-        for _ in 0..picks {
-            counts[sel.pick(b, 0, &usable).unwrap()] += 1;
-        }
-        counts
+        pick_counts(&LeastTime::new(b), b, picks)
     }
 
     #[test]
