@@ -31,6 +31,24 @@ pub const PATH_WRITE: &str = "/cluster/write";
 pub const PATH_MEMBERSHIP: &str = "/cluster/membership";
 pub const PATH_LEASE: &str = "/cluster/lease";
 pub const PATH_REPORT: &str = "/cluster/report";
+pub const PATH_PROBE: &str = "/cluster/probe";
+
+/// What a node answers a peer that asks whether it already belongs to a cluster
+/// (asked by the lowest-id node before it creates one).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ProbeAnswer {
+    pub node: NodeId,
+    pub term: u64,
+    pub last_log_index: Option<u64>,
+    pub members: Vec<NodeId>,
+}
+
+impl ProbeAnswer {
+    /// True when the answering node holds any Raft state at all.
+    pub fn has_cluster_state(&self) -> bool {
+        self.term > 0 || self.last_log_index.is_some() || !self.members.is_empty()
+    }
+}
 
 /// Body of `POST /cluster/write`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

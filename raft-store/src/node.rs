@@ -22,8 +22,8 @@ use crate::auth;
 use crate::error::{Error, Result};
 use crate::log_store::LogStore;
 use crate::network::{
-    ClusterReply, LeaseRequest, MembershipRequest, NetworkFactory, NodeReport, PATH_LEASE, PATH_MEMBERSHIP,
-    PATH_REPORT, PATH_WRITE, PeerClient, TransportError, WriteRequest,
+    ClusterReply, LeaseRequest, MembershipRequest, NetworkFactory, NodeReport, PATH_LEASE, PATH_MEMBERSHIP, PATH_PROBE,
+    PATH_REPORT, PATH_WRITE, PeerClient, ProbeAnswer, TransportError, WriteRequest,
 };
 use crate::state::ClusterState;
 use crate::state_machine::{SnapshotStats, StateMachineStore};
@@ -150,6 +150,26 @@ impl ClusterOptions {
         m.insert(self.node_id, Member { addr: self.advertise.clone(), role: self.role });
         m
     }
+}
+
+/// Asks every peer (once, briefly) whether it already holds Raft state; returns the
+/// first that does. Unreachable peers count as "no": on a first start they may
+/// simply not be up yet.
+async fn existing_cluster(client: &PeerClient, opts: &ClusterOptions) -> Option<ProbeAnswer> {
+    let mut asks = tokio::task::JoinSet::new();
+    for p in opts.peers.iter().filter(|p| p.id != opts.node_id) {
+        let (client, addr) = (client.clone(), p.address.clone());
+        asks.spawn(async move { client.post::<(), ProbeAnswer>(&addr, PATH_PROBE, &(), Duration::from_secs(1)).await });
+    }
+    while let Some(answer) = asks.join_next().await {
+        match answer {
+            Ok(Ok(a)) if a.has_cluster_state() => return Some(a),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "peer did not answer the cluster probe"),
+            Err(e) => tracing::debug!(error = %e, "cluster probe task failed"),
+        }
+    }
+    None
 }
 
 /// State shared by the handle and the RPC server.
@@ -422,14 +442,33 @@ impl ClusterNode {
         });
         let lowest = opts.peers.iter().map(|p| p.id).chain([opts.node_id]).min();
         let created = pristine && lowest == Some(opts.node_id);
-        let node = ClusterNode {
+        let mut node = ClusterNode {
             shared,
             created,
             server: Arc::new(Mutex::new(Some(ServerTask { stop: stop_tx, handle }))),
             stopped: Arc::new(AtomicBool::new(false)),
         };
 
-        if created {
+        if node.created {
+            if let Some(peer) = existing_cluster(&node.shared.client, &opts).await {
+                // Our data dir is empty but the cluster exists: the dir was wiped or
+                // replaced. Creating a second cluster would fork the history; instead
+                // this node waits, and the leader (which still lists it) sends it the
+                // log or a snapshot.
+                tracing::error!(
+                    node = opts.node_id,
+                    peer = peer.node,
+                    peer_term = peer.term,
+                    peer_last_log_index = ?peer.last_log_index,
+                    "data dir {} holds no Raft state but peer {} already belongs to a cluster; \
+                     not creating a new one, waiting to be caught up by the leader",
+                    opts.data_dir.display(),
+                    peer.node
+                );
+                node.created = false;
+            }
+        }
+        if node.created {
             let members = opts.initial_members();
             tracing::info!(node = opts.node_id, members = ?members.keys().collect::<Vec<_>>(), "initialising new cluster");
             if let Err(e) = node.shared.raft.initialize(members).await {

@@ -20,8 +20,8 @@ use serde::de::DeserializeOwned;
 
 use crate::auth;
 use crate::network::{
-    LeaseRequest, MembershipRequest, NodeReport, PATH_APPEND, PATH_LEASE, PATH_MEMBERSHIP, PATH_REPORT, PATH_SNAPSHOT,
-    PATH_VOTE, PATH_WRITE, WriteRequest,
+    LeaseRequest, MembershipRequest, NodeReport, PATH_APPEND, PATH_LEASE, PATH_MEMBERSHIP, PATH_PROBE, PATH_REPORT,
+    PATH_SNAPSHOT, PATH_VOTE, PATH_WRITE, ProbeAnswer, WriteRequest,
 };
 use crate::node::{LeaderOp, Shared};
 use crate::types::{NodeId, TypeConfig};
@@ -70,7 +70,18 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
 }
 
 fn raft_routes() -> Router<Arc<Shared>> {
-    Router::new().route(PATH_APPEND, post(append)).route(PATH_VOTE, post(vote)).route(PATH_SNAPSHOT, post(snapshot))
+    Router::new()
+        .route(PATH_APPEND, post(append))
+        .route(PATH_VOTE, post(vote))
+        .route(PATH_SNAPSHOT, post(snapshot))
+        .route(PATH_PROBE, post(probe))
+}
+
+async fn probe(State(s): State<Arc<Shared>>) -> Response {
+    let m = s.raft.metrics().borrow().clone();
+    let members = m.membership_config.membership().nodes().map(|(id, _)| *id).collect();
+    axum::Json(ProbeAnswer { node: s.id, term: m.current_term, last_log_index: m.last_log_index, members })
+        .into_response()
 }
 
 fn leader_routes() -> Router<Arc<Shared>> {

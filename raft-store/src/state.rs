@@ -142,7 +142,13 @@ impl ClusterData {
     fn apply_command(&mut self, index: u64, now: u64, cmd: &Command, sink: &dyn StickySink) -> Outcome {
         let action = cmd.action();
         match cmd {
-            Command::ReplaceConfig { toml, author, comment } => {
+            Command::ReplaceConfig { toml, author, comment, expected_version } => {
+                if let Some(expected) = expected_version.filter(|&v| v != self.state.config_version) {
+                    let current = self.state.config_version;
+                    return Outcome::Conflict {
+                        reason: format!("config version is {current}, not {expected}; reload and retry"),
+                    };
+                }
                 self.state.config_version += 1;
                 let version = self.state.config_version;
                 self.state.config = Some(ConfigRecord {
@@ -287,6 +293,10 @@ impl ClusterData {
                 self.audit(index, now, author, action, format!("token {id} revoked"));
                 Outcome::Applied
             }
+            Command::MembershipNote { author, summary } => {
+                self.audit(index, now, author, action, summary.clone());
+                Outcome::Applied
+            }
             Command::Noop => Outcome::Applied,
         }
     }
@@ -312,8 +322,12 @@ mod tests {
     fn config_and_backend_overrides_bump_version_and_audit_without_secrets() {
         let sink = InMemoryStickySink::new();
         let mut d = ClusterData::default();
-        let cfg =
-            Command::ReplaceConfig { toml: "a = 1".into(), author: "alice".into(), comment: Some("first".into()) };
+        let cfg = Command::ReplaceConfig {
+            toml: "a = 1".into(),
+            author: "alice".into(),
+            comment: Some("first".into()),
+            expected_version: None,
+        };
         let r = d.apply(1, &req(cfg, 10), &sink);
         assert_eq!(r.config_version, 1);
         let st = Command::SetBackendState {
@@ -350,11 +364,39 @@ mod tests {
         let sink = InMemoryStickySink::new();
         let mut d = ClusterData::default();
         for i in 0..(AUDIT_CAPACITY as u64 + 5) {
-            let cmd = Command::ReplaceConfig { toml: String::new(), author: "a".into(), comment: None };
+            let cmd = Command::ReplaceConfig {
+                toml: String::new(),
+                author: "a".into(),
+                comment: None,
+                expected_version: None,
+            };
             d.apply(i + 1, &req(cmd, i), &sink);
         }
         assert_eq!(d.state.audit.len(), AUDIT_CAPACITY);
         assert_eq!(d.state.audit.front().map(|a| a.log_index), Some(6));
+    }
+
+    #[test]
+    fn config_replace_with_a_stale_base_version_conflicts_and_changes_nothing() {
+        let sink = InMemoryStickySink::new();
+        let mut d = ClusterData::default();
+        let put = |toml: &str, expected| Command::ReplaceConfig {
+            toml: toml.into(),
+            author: "a".into(),
+            comment: None,
+            expected_version: expected,
+        };
+        assert!(d.apply(1, &req(put("v1", Some(0)), 1), &sink).is_applied());
+        // Two writers both read version 1: the first applied entry wins.
+        assert!(d.apply(2, &req(put("alice", Some(1)), 2), &sink).is_applied());
+        let lost = d.apply(3, &req(put("bob", Some(1)), 3), &sink);
+        match &lost.outcome {
+            Outcome::Conflict { reason } => assert!(reason.contains("version is 2, not 1"), "{reason}"),
+            other => panic!("expected a conflict, got {other:?}"),
+        }
+        assert_eq!(lost.config_version, 2);
+        assert_eq!(d.state.config.as_ref().map(|c| c.toml.as_str()), Some("alice"));
+        assert_eq!(d.state.audit.len(), 2, "a lost race is not audited as a change");
     }
 
     #[test]

@@ -71,6 +71,10 @@ pub enum Command {
         toml: String,
         author: String,
         comment: Option<String>,
+        /// Compare-and-set: applied only if `config_version` still equals this, so
+        /// two admins editing the same base cannot overwrite each other.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        expected_version: Option<u64>,
     },
     SetBackendState {
         pool: String,
@@ -123,6 +127,12 @@ pub enum Command {
         id: String,
         author: String,
     },
+    /// A membership change (made through openraft, not through this log's
+    /// commands) recorded in the audit trail by the node that made it.
+    MembershipNote {
+        author: String,
+        summary: String,
+    },
     /// Changes nothing but advances the replicated clock (sticky expiry).
     Noop,
 }
@@ -142,6 +152,7 @@ impl Command {
             Command::UserDelete { .. } => "user_delete",
             Command::TokenCreate { .. } => "token_create",
             Command::TokenRevoke { .. } => "token_revoke",
+            Command::MembershipNote { .. } => "membership",
             Command::Noop => "noop",
         }
     }
@@ -168,6 +179,10 @@ pub enum Outcome {
     #[default]
     Applied,
     Rejected {
+        reason: String,
+    },
+    /// A compare-and-set lost: the state moved on since the writer read it.
+    Conflict {
         reason: String,
     },
 }

@@ -17,7 +17,12 @@ const RPC: Duration = Duration::from_secs(2);
 
 fn write_body() -> Vec<u8> {
     serde_json::to_vec(&WriteRequest {
-        cmd: Command::ReplaceConfig { toml: "evil = true".into(), author: "intruder".into(), comment: None },
+        cmd: Command::ReplaceConfig {
+            toml: "evil = true".into(),
+            author: "intruder".into(),
+            comment: None,
+            expected_version: None,
+        },
     })
     .unwrap()
 }
@@ -128,7 +133,7 @@ async fn vip_epoch_fencing_and_owner_confirmation_through_leader() {
         let stale = c.nodes[f].node().write(assign(3, 2)).await.unwrap();
         match stale.outcome {
             Outcome::Rejected { reason } => assert!(reason.contains("stale epoch"), "{reason}"),
-            Outcome::Applied => panic!("stale epoch must be rejected"),
+            other => panic!("stale epoch must be rejected, got {other:?}"),
         }
         let older = c.nodes[leader].node().write(assign(3, 1)).await.unwrap();
         assert!(!older.is_applied());

@@ -116,6 +116,7 @@ impl NodeAdmin {
         match r.outcome {
             Outcome::Applied => Ok(WriteAck { log_index: r.log_index, config_version: r.config_version }),
             Outcome::Rejected { reason } => Err(BackendError::Rejected(reason)),
+            Outcome::Conflict { reason } => Err(BackendError::Conflict(reason)),
         }
     }
 
@@ -331,18 +332,18 @@ impl AdminBackend for NodeAdmin {
     }
 
     async fn replace_config(&self, write: ConfigWrite) -> Result<WriteAck, BackendError> {
-        if let Some(expected) = write.expected_version {
-            let current = self.state().config_version;
-            if current != expected {
-                return Err(BackendError::Conflict(format!(
-                    "config version is {current}, not {expected}; reload and retry"
-                )));
-            }
-        }
         if let Err(e) = effective::validate_cluster_text(&write.toml, "config") {
             return Err(BackendError::Rejected(e.to_string()));
         }
-        self.write(Command::ReplaceConfig { toml: write.toml, author: write.author, comment: write.comment }).await
+        // The version check happens where the entry is applied, so it is atomic
+        // with the replacement (two concurrent writers on one base: one wins).
+        let cmd = Command::ReplaceConfig {
+            toml: write.toml,
+            author: write.author,
+            comment: write.comment,
+            expected_version: write.expected_version,
+        };
+        self.write(cmd).await
     }
 
     async fn set_backend_state(
@@ -419,7 +420,9 @@ impl AdminBackend for NodeAdmin {
         }
         let mut voters: BTreeSet<u64> = self.raft.status().members.iter().filter(|m| m.voter).map(|m| m.id).collect();
         voters.insert(node.id);
-        self.raft.change_membership(voters).await.map_err(raft_error)
+        self.raft.change_membership(voters).await.map_err(raft_error)?;
+        let summary = format!("node {} ({:?}, {}) added as a voter", node.id, role, node.address);
+        self.write_ok(Command::MembershipNote { author: author.to_string(), summary }).await
     }
 
     async fn remove_node(&self, id: u64, author: &str) -> Result<(), BackendError> {
@@ -427,7 +430,9 @@ impl AdminBackend for NodeAdmin {
             return Err(BackendError::NotFound(format!("no cluster member {id}")));
         }
         tracing::info!(author, id, "removing cluster member");
-        self.raft.remove_node(id).await.map_err(raft_error)
+        self.raft.remove_node(id).await.map_err(raft_error)?;
+        self.write_ok(Command::MembershipNote { author: author.to_string(), summary: format!("node {id} removed") })
+            .await
     }
 
     async fn audit(&self) -> Result<Vec<AuditEntry>, BackendError> {

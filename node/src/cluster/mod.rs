@@ -192,6 +192,7 @@ async fn seed(raft: &ClusterNode, file_text: &str, origin: &str) -> anyhow::Resu
         toml: text,
         author: "bootstrap".into(),
         comment: Some(format!("seeded from {origin}")),
+        expected_version: None,
     };
     let r = raft.write(cmd).await.context("seeding the new cluster with this file's config")?;
     tracing::info!(version = r.config_version, "new cluster seeded with this node's config");
@@ -215,7 +216,7 @@ async fn bootstrap_admin(raft: &ClusterNode, file: Option<&Path>) -> anyhow::Res
         .map_err(|e| anyhow::anyhow!("[admin] bootstrap_password_file {}: {e}", file.display()))?;
     let cmd = Command::UserUpsert { username: "admin".into(), password_hash: hash, author: "bootstrap".into() };
     let r = raft.write(cmd).await.context("creating the bootstrap admin user")?;
-    if let raft_store::Outcome::Rejected { reason } = r.outcome {
+    if let raft_store::Outcome::Rejected { reason } | raft_store::Outcome::Conflict { reason } = r.outcome {
         anyhow::bail!("creating the bootstrap admin user: {reason}");
     }
     tracing::info!("bootstrap admin user created");
