@@ -28,14 +28,30 @@ pub struct CtlArgs {
     /// File holding the user's password.
     #[arg(long)]
     pub password_file: Option<PathBuf>,
+    /// `table` for people, `json` (the API's own answer) for scripts.
+    #[arg(long, short, value_enum, default_value_t = Output::Table, global = true)]
+    pub output: Output,
     #[command(subcommand)]
     pub command: CtlCommand,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
 }
 
 #[derive(clap::Subcommand)]
 pub enum CtlCommand {
     /// Nodes, leader, term, config version, VIP owners.
     Status,
+    /// Pools and their backends (health, admin state, weight, load, latency).
+    Pools {
+        /// Only this pool.
+        name: Option<String>,
+    },
+    /// Who changed what and when (the replicated audit trail).
+    Audit,
     #[command(subcommand)]
     Config(ConfigCmd),
     #[command(subcommand)]
@@ -59,6 +75,10 @@ pub enum ConfigCmd {
         file: PathBuf,
         #[arg(long)]
         comment: Option<String>,
+        /// Apply only if the cluster is still at this config version (what
+        /// `config get` showed); otherwise fail with 409 and change nothing.
+        #[arg(long)]
+        base_version: Option<u64>,
     },
 }
 
@@ -222,6 +242,13 @@ fn print(v: &Value) {
     println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
 }
 
+fn show(out: Output, v: &Value, render: impl Fn(&Value) -> String) {
+    match out {
+        Output::Json => print(v),
+        Output::Table => print!("{}", render(v)),
+    }
+}
+
 fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -233,8 +260,17 @@ fn enc(s: &str) -> String {
 
 pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     let api = Api::connect(&args).await?;
+    let out = args.output;
     match &args.command {
-        CtlCommand::Status => print(&api.call(Method::GET, "/api/v1/cluster", None).await?),
+        CtlCommand::Status => show(out, &api.call(Method::GET, "/api/v1/cluster", None).await?, table::status),
+        CtlCommand::Pools { name: None } => {
+            show(out, &api.call(Method::GET, "/api/v1/pools", None).await?, table::pools)
+        }
+        CtlCommand::Pools { name: Some(name) } => {
+            let pool = api.call(Method::GET, &format!("/api/v1/pools/{}", enc(name)), None).await?;
+            show(out, &pool, |p| table::pools(&Value::Array(vec![p.clone()])))
+        }
+        CtlCommand::Audit => show(out, &api.call(Method::GET, "/api/v1/audit", None).await?, table::audit),
         CtlCommand::Config(ConfigCmd::Get) => {
             let v = api.call(Method::GET, "/api/v1/config", None).await?;
             println!("# version {}", v["version"]);
@@ -249,9 +285,10 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             }
             println!("OK");
         }
-        CtlCommand::Config(ConfigCmd::Apply { file, comment }) => {
+        CtlCommand::Config(ConfigCmd::Apply { file, comment, base_version }) => {
             let toml = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
-            print(&api.call(Method::PUT, "/api/v1/config", Some(json!({ "toml": toml, "comment": comment }))).await?);
+            let body = json!({ "toml": toml, "comment": comment, "base_version": base_version });
+            print(&api.call(Method::PUT, "/api/v1/config", Some(body)).await?);
         }
         CtlCommand::Node(NodeCmd::Add { id, address, role }) => {
             let body = json!({ "id": id, "address": address, "role": role });
@@ -275,7 +312,9 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             let method = if action == "weight" { Method::PUT } else { Method::POST };
             print(&api.call(method, &path, body).await?);
         }
-        CtlCommand::User(UserCmd::List) => print(&api.call(Method::GET, "/api/v1/users", None).await?),
+        CtlCommand::User(UserCmd::List) => {
+            show(out, &api.call(Method::GET, "/api/v1/users", None).await?, table::users)
+        }
         CtlCommand::User(UserCmd::Add { username, password_file }) => {
             let password = read_secret(password_file, "password file")?;
             let body = json!({ "username": username, "password": password });
@@ -286,7 +325,9 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             api.call(Method::DELETE, &format!("/api/v1/users/{}", enc(username)), None).await?;
             println!("user {username} removed");
         }
-        CtlCommand::Token(TokenCmd::List) => print(&api.call(Method::GET, "/api/v1/tokens", None).await?),
+        CtlCommand::Token(TokenCmd::List) => {
+            show(out, &api.call(Method::GET, "/api/v1/tokens", None).await?, table::tokens)
+        }
         CtlCommand::Token(TokenCmd::Create { name }) => {
             let v = api.call(Method::POST, "/api/v1/tokens", Some(json!({ "name": name }))).await?;
             println!("{}", v["token"].as_str().unwrap_or_default());
@@ -298,4 +339,183 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Plain-text tables for `--output table`: columns padded to their widest cell.
+mod table {
+    use serde_json::Value;
+
+    fn cell(v: &Value) -> String {
+        match v {
+            Value::Null => "-".into(),
+            Value::String(s) => s.clone(),
+            Value::Number(n) => match n.as_f64() {
+                Some(f) if n.is_f64() => format!("{f:.2}"),
+                _ => n.to_string(),
+            },
+            Value::Bool(b) => if *b { "yes" } else { "no" }.into(),
+            Value::Array(a) => a.iter().map(cell).collect::<Vec<_>>().join(","),
+            Value::Object(_) => v.to_string(),
+        }
+    }
+
+    pub(super) fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
+        let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+        for r in rows {
+            for (w, c) in widths.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let line = |cells: Vec<String>| {
+            let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+            padded.join("  ").trim_end().to_string() + "\n"
+        };
+        let mut s = line(headers.iter().map(|h| h.to_string()).collect());
+        for r in rows {
+            s.push_str(&line(r.clone()));
+        }
+        s
+    }
+
+    fn rows(list: &Value, fields: &[&dyn Fn(&Value) -> String]) -> Vec<Vec<String>> {
+        list.as_array()
+            .map(|a| a.iter().map(|item| fields.iter().map(|f| f(item)).collect()).collect())
+            .unwrap_or_default()
+    }
+
+    pub(super) fn status(v: &Value) -> String {
+        let mut s = format!(
+            "node {}  leader {}  term {}  commit {}  config version {}\n\n",
+            cell(&v["node_id"]),
+            cell(&v["leader"]),
+            cell(&v["term"]),
+            cell(&v["commit_index"]),
+            cell(&v["config_version"])
+        );
+        let nodes = rows(
+            &v["nodes"],
+            &[
+                &|n| cell(&n["id"]),
+                &|n| cell(&n["name"]),
+                &|n| cell(&n["role"]),
+                &|n| cell(&n["raft_state"]),
+                &|n| cell(&n["voter"]),
+                &|n| cell(&n["address"]),
+                &|n| cell(&n["last_contact_ms"]),
+            ],
+        );
+        s.push_str(&render(&["ID", "NAME", "ROLE", "STATE", "VOTER", "ADDRESS", "LAST CONTACT MS"], &nodes));
+        if v["vips"].as_array().is_some_and(|a| !a.is_empty()) {
+            let vips = rows(
+                &v["vips"],
+                &[
+                    &|x| cell(&x["address"]),
+                    &|x| cell(&x["owner"]),
+                    &|x| cell(&x["epoch"]),
+                    &|x| cell(&x["lease_ms"]),
+                    &|x| cell(&x["lease_remaining_ms"]),
+                ],
+            );
+            s.push('\n');
+            s.push_str(&render(&["VIP", "OWNER", "EPOCH", "LEASE MS", "LEASE LEFT MS"], &vips));
+        }
+        s
+    }
+
+    pub(super) fn pools(v: &Value) -> String {
+        let mut out = Vec::new();
+        for p in v.as_array().into_iter().flatten() {
+            for b in p["backends"].as_array().into_iter().flatten() {
+                out.push(vec![
+                    cell(&p["name"]),
+                    cell(&b["address"]),
+                    cell(&b["health"]),
+                    cell(&b["admin_state"]),
+                    cell(&b["weight"]),
+                    cell(&b["active_connections"]),
+                    cell(&b["requests_per_sec"]),
+                    cell(&b["error_rate"]),
+                    cell(&b["latency"]["p50_ms"]),
+                    cell(&b["latency"]["p99_ms"]),
+                ]);
+            }
+        }
+        render(
+            &["POOL", "BACKEND", "HEALTH", "ADMIN", "WEIGHT", "ACTIVE", "REQ/S", "ERR RATE", "P50 MS", "P99 MS"],
+            &out,
+        )
+    }
+
+    pub(super) fn audit(v: &Value) -> String {
+        let r = rows(
+            v,
+            &[
+                &|a| cell(&a["log_index"]),
+                &|a| time(&a["time_ms"]),
+                &|a| cell(&a["author"]),
+                &|a| cell(&a["action"]),
+                &|a| cell(&a["summary"]),
+            ],
+        );
+        render(&["INDEX", "TIME (UTC)", "AUTHOR", "ACTION", "SUMMARY"], &r)
+    }
+
+    pub(super) fn users(v: &Value) -> String {
+        render(&["USER", "UPDATED (UTC)"], &rows(v, &[&|u| cell(&u["username"]), &|u| time(&u["updated_ms"])]))
+    }
+
+    pub(super) fn tokens(v: &Value) -> String {
+        let r = rows(
+            v,
+            &[&|t| cell(&t["id"]), &|t| cell(&t["name"]), &|t| cell(&t["author"]), &|t| time(&t["created_ms"])],
+        );
+        render(&["ID", "NAME", "CREATED BY", "CREATED (UTC)"], &r)
+    }
+
+    /// Milliseconds since the epoch as `YYYY-MM-DD HH:MM:SS`.
+    fn time(v: &Value) -> String {
+        let Some(ms) = v.as_u64() else { return cell(v) };
+        let secs = ms / 1000;
+        let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+        // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z - era * 146_097;
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let d = doy - (153 * mp + 2) / 5 + 1;
+        let m = if mp < 10 { mp + 3 } else { mp - 9 };
+        let y = yoe + era * 400 + i64::from(m <= 2);
+        format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+        use serde_json::json;
+
+        #[test]
+        fn times_render_as_utc_dates() {
+            assert_eq!(time(&json!(0)), "1970-01-01 00:00:00");
+            assert_eq!(time(&json!(1_795_435_200_000u64)), "2026-11-23 12:00:00");
+            assert_eq!(time(&json!(951_782_400_000u64)), "2000-02-29 00:00:00");
+        }
+
+        #[test]
+        fn status_table_lists_nodes_and_vips() {
+            let v = json!({"node_id": 1, "leader": 2, "term": 3, "commit_index": 40, "config_version": 5,
+                "nodes": [{"id": 1, "name": "lb1", "role": "proxy", "raft_state": "follower", "voter": true,
+                           "address": "10.0.0.1:7000", "last_contact_ms": null}],
+                "vips": [{"address": "10.0.0.100", "owner": 2, "epoch": 9, "lease_ms": 1000, "lease_remaining_ms": 640}]});
+            let t = status(&v);
+            assert!(t.starts_with("node 1  leader 2  term 3  commit 40  config version 5"), "{t}");
+            let lines: Vec<&str> = t.lines().collect();
+            assert!(
+                lines.iter().any(|l| l.starts_with("1   lb1   proxy") && l.contains("follower") && l.contains("yes")),
+                "{t}"
+            );
+            assert!(lines.iter().any(|l| l.starts_with("10.0.0.100  2      9") && l.ends_with("640")), "{t}");
+        }
+    }
 }

@@ -36,6 +36,9 @@ enum Command {
     },
     /// Operate a running cluster through its admin API.
     Ctl(quorumlb::ctl::CtlArgs),
+    /// Print a new random API token for `[admin] token_file` (node-local; cluster-wide
+    /// tokens come from `ctl token create`).
+    GenToken,
     /// Start three demo backends and a proxy on 127.0.0.1 (no root, no file).
     Demo {
         /// Where the demo proxy listens.
@@ -73,6 +76,10 @@ fn main() -> ExitCode {
         }
         Command::Demo { listen } => exit(block_on(0, demo(listen))),
         Command::Ctl(args) => exit(block_on(1, quorumlb::ctl::run(args))),
+        Command::GenToken => {
+            println!("{}", admin_web::auth::token::generate().plaintext);
+            ExitCode::SUCCESS
+        }
     }
 }
 

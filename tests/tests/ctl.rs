@@ -46,13 +46,19 @@ async fn ctl_drives_the_cluster_through_the_admin_api() {
     let pw = dir.path().join("pw");
     std::fs::write(&pw, "ctl-admin-password-9876\n").unwrap();
     let (c1, c2, admin_port, web) = (free_port(), free_port(), free_port(), free_port());
+    // A node-local token from `quorumlb gen-token`, for scripts before any user exists.
+    let generated = Command::new(quorumlb_bin()).arg("gen-token").output().unwrap();
+    let local_token = ok(&generated).trim().to_string();
+    let local_token_file = dir.path().join("local-token");
+    std::fs::write(&local_token_file, format!("{local_token}\n")).unwrap();
     let peers = format!("peers = [ {{ id = 1, address = \"127.0.0.1:{c1}\" }} ]");
     let f1 = format!(
         "[node]\nid = 1\ndata_dir = \"{}\"\ncluster_listen = \"127.0.0.1:{c1}\"\n\n[cluster]\nsecret_file = \"{}\"\n{peers}\n\n\
-         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\nbootstrap_password_file = \"{}\"\n\n{}",
+         [admin]\nlisten = \"127.0.0.1:{admin_port}\"\nbootstrap_password_file = \"{}\"\ntoken_file = \"{}\"\n\n{}",
         dir.path().join("n1").display(),
         secret.display(),
         pw.display(),
+        local_token_file.display(),
         pool_cfg(web, b.addr)
     );
     let mut n1 = NodeProcess::start(&f1);
@@ -60,9 +66,14 @@ async fn ctl_drives_the_cluster_through_the_admin_api() {
     n1.wait_listening(admin, Duration::from_secs(20));
     tokio::time::sleep(Duration::from_millis(500)).await;
 
+    let ltf = local_token_file.display().to_string();
+    let status = ok(&ctl(admin, &["--token-file", ltf.as_str()], &["status", "-o", "json"]));
+    assert!(status.contains("\"node_id\": 1"), "the [admin] token_file token is accepted: {status}");
     let pw_s = pw.display().to_string();
     let login = ["--user", "admin", "--password-file", pw_s.as_str()];
     let status = ok(&ctl(admin, &login, &["status"]));
+    assert!(status.starts_with("node 1  leader 1  term "), "table output by default:\n{status}");
+    let status = ok(&ctl(admin, &login, &["status", "--output", "json"]));
     assert!(status.contains("\"leader\": 1"), "{status}");
 
     // A token for scripts; the plaintext is printed once.
@@ -109,7 +120,7 @@ async fn ctl_drives_the_cluster_through_the_admin_api() {
     ok(&ctl(admin, &bearer, &["node", "add", "--id", "2", "--address", &format!("127.0.0.1:{c2}")]));
     let mut voters = false;
     for _ in 0..50 {
-        let s = ok(&ctl(admin, &bearer, &["status"]));
+        let s = ok(&ctl(admin, &bearer, &["-o", "json", "status"]));
         let v: serde_json::Value = serde_json::from_str(&s).unwrap();
         let nodes = v["nodes"].as_array().cloned().unwrap_or_default();
         if nodes.len() == 2 && nodes.iter().all(|n| n["voter"].as_bool().unwrap_or(true)) {
@@ -120,13 +131,96 @@ async fn ctl_drives_the_cluster_through_the_admin_api() {
     }
     assert!(voters, "node 2 did not become a voter; n1 log:\n{}", n1.log());
     ok(&ctl(admin, &bearer, &["node", "remove", "--id", "2"]));
-    let s = ok(&ctl(admin, &bearer, &["status"]));
+    let s = ok(&ctl(admin, &bearer, &["status", "-o", "json"]));
     let v: serde_json::Value = serde_json::from_str(&s).unwrap();
     assert_eq!(v["nodes"].as_array().map(|a| a.len()), Some(1), "{s}");
+
+    // Membership changes are in the replicated audit trail, with who made them.
+    let audit = ok(&ctl(admin, &bearer, &["audit", "-o", "json"]));
+    let entries: serde_json::Value = serde_json::from_str(&audit).unwrap();
+    let mut membership: Vec<String> = entries
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"] == "membership")
+        .map(|e| format!("{} {}", e["author"], e["summary"]))
+        .collect();
+    assert_eq!(membership.len(), 2, "{audit}");
+    membership.sort_by_key(|m| m.contains("removed"));
+    assert!(
+        membership[0].contains("token:ci") && membership[0].contains("node 2") && membership[0].contains("voter"),
+        "{membership:?}"
+    );
+    assert!(membership[1].contains("node 2 removed"), "{membership:?}");
+    let table = ok(&ctl(admin, &bearer, &["audit"]));
+    assert!(table.starts_with("INDEX") && table.contains("membership"), "{table}");
+
+    // Pools as a table: the drained backend shows it.
+    let pools = ok(&ctl(admin, &bearer, &["pools"]));
+    let row = pools.lines().find(|l| l.contains(&b.addr.to_string())).unwrap_or_default().to_string();
+    assert!(row.starts_with("p ") && row.contains("draining"), "{pools}");
+    let one = ok(&ctl(admin, &bearer, &["pools", "p", "-o", "json"]));
+    assert!(one.contains("\"admin_state\": \"draining\""), "{one}");
+
+    // Two operators apply on the same base version at once: exactly one wins,
+    // the other gets 409 and changes nothing.
+    let doc = ok(&ctl(admin, &bearer, &["config", "get"]));
+    let base = doc.lines().next().unwrap().trim_start_matches("# version ").to_string();
+    let edits: Vec<_> = [3, 4]
+        .iter()
+        .map(|n| {
+            let f = dir.path().join(format!("race{n}.toml"));
+            let text =
+                pool_cfg(web, b.addr).replace("name = \"p\"\n  [[", &format!("name = \"p\"\nretries = {n}\n  [["));
+            std::fs::write(&f, text).unwrap();
+            Command::new(quorumlb_bin())
+                .args(["ctl", "--admin", &admin.to_string(), "--token-file", &tf, "config", "apply"])
+                .arg(&f)
+                .args(["--base-version", &base])
+                .env_remove("QUORUMLB_TOKEN")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = edits.into_iter().map(|c| c.wait_with_output().unwrap()).collect();
+    let won: Vec<bool> = outs.iter().map(|o| o.status.success()).collect();
+    assert_eq!(won.iter().filter(|w| **w).count(), 1, "exactly one apply on base {base} wins: {outs:?}");
+    let loser = outs.iter().find(|o| !o.status.success()).unwrap();
+    assert!(String::from_utf8_lossy(&loser.stderr).contains("409"), "{loser:?}");
+    let now = ok(&ctl(admin, &bearer, &["config", "get"]));
+    let winner = if won[0] { "retries = 3" } else { "retries = 4" };
+    assert!(now.contains(winner), "the winner's config is in place: {now}");
 
     // Wrong credentials are refused.
     let o = ctl(admin, &["--token-file", pw_s.as_str()], &["status"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("401"));
-    assert!(!n1.log().contains("ctl-admin-password-9876") && !n1.log().contains(&token), "secret in log");
+    let log = n1.log();
+    assert!(!log.contains("ctl-admin-password-9876") && !log.contains(&token), "secret in log");
+    assert!(!log.contains(&local_token), "the token_file token in the log");
+}
+
+#[test]
+fn a_token_file_that_holds_no_generated_token_is_a_config_error_that_does_not_quote_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let tf = dir.path().join("token");
+    std::fs::write(&tf, "hunter2-not-a-token\n").unwrap();
+    let cfg = dir.path().join("lb.toml");
+    let text = format!(
+        "[admin]\nlisten = \"127.0.0.1:{}\"\ntoken_file = \"{}\"\n\n{}",
+        free_port(),
+        tf.display(),
+        pool_cfg(free_port(), "127.0.0.1:9".parse().unwrap())
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let o = Command::new(quorumlb_bin()).args(["validate", "--config"]).arg(&cfg).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("lb.toml:3:") && err.contains("token_file") && err.contains("gen-token"), "{err}");
+    assert!(!err.contains("hunter2"), "the file's content must not be echoed: {err}");
+    std::fs::remove_file(&tf).unwrap();
+    let o = Command::new(quorumlb_bin()).args(["validate", "--config"]).arg(&cfg).output().unwrap();
+    assert!(String::from_utf8_lossy(&o.stderr).contains("cannot read token_file"), "{o:?}");
 }

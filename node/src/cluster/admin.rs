@@ -88,6 +88,8 @@ pub struct NodeAdmin {
     dataplane: Option<Arc<DataPlane>>,
     session_key: Vec<u8>,
     rates: Mutex<Rates>,
+    /// `[admin] token_file`: (id, SHA-256) of a node-local bearer token.
+    file_token: Option<(String, String)>,
 }
 
 impl NodeAdmin {
@@ -96,8 +98,16 @@ impl NodeAdmin {
         local: Arc<Config>,
         dataplane: Option<Arc<DataPlane>>,
         session_key: Vec<u8>,
-    ) -> NodeAdmin {
-        NodeAdmin { raft, local, dataplane, session_key, rates: Mutex::new(Rates::default()) }
+    ) -> anyhow::Result<NodeAdmin> {
+        let file_token = match &local.admin.token_file {
+            Some(path) => {
+                let token = crate::config::read_token_file(path).map_err(|e| anyhow::anyhow!("[admin] {e}"))?;
+                let id = admin_web::auth::token::id_of(&token).unwrap_or_default().to_string();
+                Some((id, admin_web::auth::token::hash(&token)))
+            }
+            None => None,
+        };
+        Ok(NodeAdmin { raft, local, dataplane, session_key, rates: Mutex::new(Rates::default()), file_token })
     }
 
     fn state(&self) -> Arc<ClusterState> {
@@ -421,7 +431,8 @@ impl AdminBackend for NodeAdmin {
         let mut voters: BTreeSet<u64> = self.raft.status().members.iter().filter(|m| m.voter).map(|m| m.id).collect();
         voters.insert(node.id);
         self.raft.change_membership(voters).await.map_err(raft_error)?;
-        let summary = format!("node {} ({:?}, {}) added as a voter", node.id, role, node.address);
+        let role_name = if role == Role::Witness { "witness" } else { "proxy" };
+        let summary = format!("node {} ({role_name}, {}) added as a voter", node.id, node.address);
         self.write_ok(Command::MembershipNote { author: author.to_string(), summary }).await
     }
 
@@ -488,6 +499,15 @@ impl AdminBackend for NodeAdmin {
     }
 
     async fn token(&self, id: &str) -> Result<Option<StoredToken>, BackendError> {
+        if let Some((file_id, hash)) = self.file_token.as_ref().filter(|(file_id, _)| file_id == id) {
+            let info = TokenInfo {
+                id: file_id.clone(),
+                name: "token-file".into(),
+                created_ms: 0,
+                author: "[admin] token_file".into(),
+            };
+            return Ok(Some(StoredToken { info, token_hash: hash.clone() }));
+        }
         Ok(self.state().tokens.get(id).map(|t| StoredToken { info: token_info(t), token_hash: t.token_hash.clone() }))
     }
 

@@ -114,7 +114,7 @@ impl Member {
         )));
         if let Some(addr) = local.admin.listen {
             let backend =
-                admin::NodeAdmin::new(raft.clone(), Arc::clone(&local), dataplane.clone(), session_key.to_vec());
+                admin::NodeAdmin::new(raft.clone(), Arc::clone(&local), dataplane.clone(), session_key.to_vec())?;
             tasks.push(start_admin(addr, backend, stop_rx.clone()).await?);
         }
         tasks.push(tokio::spawn(report_loop(raft.clone(), dataplane.is_some(), Arc::clone(&shutting_down), stop_rx)));

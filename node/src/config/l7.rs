@@ -4,7 +4,7 @@
 //! data plane when a config is applied, so a broken file can keep the previous one.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use toml::Spanned;
@@ -99,6 +99,9 @@ pub struct AdminSettings {
     /// Cluster mode: the password of user `admin`, set when this node creates the
     /// cluster. Never logged.
     pub bootstrap_password_file: Option<PathBuf>,
+    /// A node-local API token (never replicated, never logged); checked to exist
+    /// and to have the token shape when the config is validated.
+    pub token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,7 +129,29 @@ pub(super) fn check_admin(c: &mut Checker<'_>, a: Option<&RawAdmin>) -> AdminSet
     });
     let bootstrap_password_file =
         a.and_then(|a| a.bootstrap_password_file.as_deref()).filter(|p| !p.is_empty()).map(PathBuf::from);
-    AdminSettings { listen, bootstrap_password_file }
+    let token_file =
+        a.and_then(|a| a.token_file.as_ref()).and_then(|f| match read_token_file(Path::new(f.get_ref())) {
+            Ok(_) => Some(PathBuf::from(f.get_ref())),
+            Err(e) => {
+                c.err(f, e);
+                None
+            }
+        });
+    AdminSettings { listen, bootstrap_password_file, token_file }
+}
+
+/// Reads `[admin] token_file`: one token of the shape `quorumlb gen-token` prints.
+/// The error names the file but never quotes its content.
+pub fn read_token_file(path: &Path) -> Result<String, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read token_file {}: {e}", path.display()))?;
+    let token = text.trim();
+    if admin_web::auth::token::id_of(token).is_none() || token.len() < 40 {
+        return Err(format!(
+            "token_file {} does not hold a token of the form qlb_<12 hex>_<secret>; make one with `quorumlb gen-token`",
+            path.display()
+        ));
+    }
+    Ok(token.to_string())
 }
 
 pub(super) fn check_access_log(c: &mut Checker<'_>, a: Option<&RawAccessLog>) -> Option<AccessLogSettings> {

@@ -14,7 +14,7 @@ use std::time::Duration;
 pub use cluster::{ClusterSettings, NodeRole, NodeSettings, PeerSettings, VipSettings};
 pub use l7::{
     AccessLogFormat, AccessLogSettings, AdminSettings, CertificateFiles, HttpSettings, RateKey, RateLimit, RouteLimits,
-    StickyConfig, StickyMode, UpstreamTls, route_body_limit,
+    StickyConfig, StickyMode, UpstreamTls, read_token_file, route_body_limit,
 };
 pub use validate::{ConfigError, ConfigErrors};
 

@@ -91,6 +91,9 @@ pub struct RawAdmin {
     /// File holding the first password of user `admin` (read once, when the node
     /// creates a new cluster).
     pub bootstrap_password_file: Option<String>,
+    /// File holding a node-local API token (`quorumlb gen-token`), accepted as a
+    /// bearer token on this node only; for scripts before any user exists.
+    pub token_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
