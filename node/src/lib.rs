@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod config;
 pub mod ctl;
 pub mod demo;
+pub mod demo_cluster;
 pub mod health;
 pub mod limits;
 pub mod logging;

@@ -39,11 +39,22 @@ enum Command {
     /// Print a new random API token for `[admin] token_file` (node-local; cluster-wide
     /// tokens come from `ctl token create`).
     GenToken,
-    /// Start three demo backends and a proxy on 127.0.0.1 (no root, no file).
+    /// The appliance in one command, no root, no file: three demo backends and a
+    /// three-node cluster on 127.0.0.1-127.0.0.3 with the admin panel.
     Demo {
-        /// Where the demo proxy listens.
+        /// HTTP port of every node (the L4 TCP listener takes the next one). With
+        /// --single, the proxy's whole listen address.
         #[arg(long, default_value = "127.0.0.1:18080")]
         listen: SocketAddr,
+        /// Admin API and panel port of every node.
+        #[arg(long, default_value_t = 19090)]
+        admin_port: u16,
+        /// Cluster RPC port of every node.
+        #[arg(long, default_value_t = 17000)]
+        cluster_port: u16,
+        /// Just one proxy process in front of the backends, no cluster.
+        #[arg(long)]
+        single: bool,
     },
 }
 
@@ -74,7 +85,12 @@ fn main() -> ExitCode {
             };
             exit(block_on(cfg.runtime.workers, run(config, cfg)))
         }
-        Command::Demo { listen } => exit(block_on(0, demo(listen))),
+        Command::Demo { listen, single: true, .. } => exit(block_on(0, demo(listen))),
+        Command::Demo { listen, admin_port, cluster_port, single: false } => {
+            let ports =
+                quorumlb::demo_cluster::DemoPorts { http: listen.port(), admin: admin_port, cluster: cluster_port };
+            exit(block_on(0, quorumlb::demo_cluster::run(ports)))
+        }
         Command::Ctl(args) => exit(block_on(1, quorumlb::ctl::run(args))),
         Command::GenToken => {
             println!("{}", admin_web::auth::token::generate().plaintext);
