@@ -51,7 +51,7 @@ impl Drop for DemoGuard {
 fn alive(pid: u32) -> bool {
     // A reaped child has no /proc entry; a zombie would still show "Z".
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| !s.split_whitespace().nth(2).is_some_and(|st| st == "Z"))
+        .map(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"))
         .unwrap_or(false)
 }
 
@@ -90,7 +90,7 @@ async fn demo_runs_a_three_node_cluster_with_the_admin_panel_and_stops_cleanly()
         panic!("demo did not print its instructions within 90 s:\n{printed}");
     };
     let pids: Vec<u32> = printed
-        .split(|c: char| c == '(' || c == ')' || c == ',')
+        .split(['(', ')', ','])
         .filter_map(|p| {
             p.trim().split_once('=').and_then(|(name, pid)| name.starts_with("lb").then(|| pid.parse().ok())?)
         })
