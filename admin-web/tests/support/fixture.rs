@@ -216,7 +216,7 @@ impl AdminBackend for FixtureBackend {
         Ok(pools_of(&g.toml)
             .into_iter()
             .map(|(name, algorithm, backends)| {
-                let backends = backends
+                let backends: Vec<BackendStatus> = backends
                     .into_iter()
                     .enumerate()
                     .map(|(i, (address, weight))| {
@@ -230,11 +230,12 @@ impl AdminBackend for FixtureBackend {
                             active_connections: 3,
                             requests_per_sec: 10.0,
                             error_rate: 0.01,
-                            latency: Latency { p50_ms: 1.0, p95_ms: 4.0, p99_ms: 9.0 },
+                            latency: Latency { p50_ms: 1.0, p95_ms: 4.0, p99_ms: 9.0, samples: 120 },
                         }
                     })
                     .collect();
-                PoolStatus { name, algorithm, backends }
+                let latency = Latency { p50_ms: 1.0, p95_ms: 4.0, p99_ms: 9.0, samples: 120 * backends.len() as u64 };
+                PoolStatus { name, algorithm, latency, backends }
             })
             .collect())
     }

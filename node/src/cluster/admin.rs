@@ -23,6 +23,7 @@ use sha2::Sha256;
 
 use crate::balance::BackendState;
 use crate::config::{Algorithm, Config};
+use crate::metrics::latency::LatencySnapshot;
 use crate::proxy::DataPlane;
 
 use super::effective;
@@ -194,6 +195,12 @@ fn raft_state(s: &str) -> RaftState {
     }
 }
 
+/// Percentiles of recent response times (all 0 without samples).
+fn latency(snap: &LatencySnapshot) -> Latency {
+    let ms = |q| snap.quantile_us(q).unwrap_or(0.0) / 1000.0;
+    Latency { p50_ms: ms(0.5), p95_ms: ms(0.95), p99_ms: ms(0.99), samples: snap.count }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -281,20 +288,23 @@ impl AdminBackend for NodeAdmin {
         let mut out = Vec::with_capacity(cfg.pools.len());
         for pool in &cfg.pools {
             let live = runtime.as_ref().and_then(|rt| rt.pools.get(&pool.name));
+            let mut pool_latency = LatencySnapshot::empty();
             let backends = pool
                 .backends
                 .iter()
                 .map(|b| {
                     let st = live.and_then(|p| p.backends.iter().find(|x| x.addr == b.address)).map(|x| &x.state);
-                    let (health, active, rps, err_rate, ewma_ms) = match st {
+                    let (health, active, rps, err_rate, latency) = match st {
                         Some(st) => {
                             let up = st.is_healthy() && !st.is_ejected(now);
                             let (rps, fps) = rates.rate(&pool.name, b.address, st);
                             let err = if rps > 0.0 { (fps / rps).clamp(0.0, 1.0) } else { 0.0 };
                             let h = if up { HealthState::Up } else { HealthState::Down };
-                            (h, u64::from(st.in_flight()), rps, err, st.ewma_us() as f64 / 1000.0)
+                            let snap = st.latency();
+                            pool_latency.merge(&snap);
+                            (h, u64::from(st.in_flight()), rps, err, latency(&snap))
                         }
-                        None => (HealthState::Unknown, 0, 0.0, 0.0, 0.0),
+                        None => (HealthState::Unknown, 0, 0.0, 0.0, Latency::default()),
                     };
                     BackendStatus {
                         id: b.address.to_string(),
@@ -305,15 +315,14 @@ impl AdminBackend for NodeAdmin {
                         active_connections: active,
                         requests_per_sec: rps,
                         error_rate: err_rate,
-                        // Only a moving average is tracked per backend; it stands in
-                        // for every percentile.
-                        latency: Latency { p50_ms: ewma_ms, p95_ms: ewma_ms, p99_ms: ewma_ms },
+                        latency,
                     }
                 })
                 .collect();
             out.push(PoolStatus {
                 name: pool.name.clone(),
                 algorithm: algorithm_name(pool.algorithm).into(),
+                latency: latency(&pool_latency),
                 backends,
             });
         }
@@ -514,8 +523,7 @@ impl AdminBackend for NodeAdmin {
             .map(|p| {
                 let rps: f64 = p.backends.iter().map(|b| b.requests_per_sec).sum();
                 let eps: f64 = p.backends.iter().map(|b| b.requests_per_sec * b.error_rate).sum();
-                let p99 = p.backends.iter().map(|b| b.latency.p99_ms).fold(0.0, f64::max);
-                PoolStats { pool: p.name, requests_per_sec: rps, p99_ms: p99, errors_per_sec: eps }
+                PoolStats { pool: p.name, requests_per_sec: rps, p99_ms: p.latency.p99_ms, errors_per_sec: eps }
             })
             .collect();
         Ok(StatsSnapshot { time_ms: now_ms(), pools })
