@@ -323,6 +323,29 @@ name = "p"
 "#;
 
     #[test]
+    fn admin_tls_is_read_on_a_cluster_node_and_refused_elsewhere() {
+        let with_tls = format!(
+            "{NODE}\n[admin]\nlisten = \"127.0.0.1:9090\"\ntls = {{ cert_file = \"/etc/a.crt\", key_file = \"/etc/a.key\" }}\n"
+        );
+        let c = Config::parse(&with_tls, "n.toml").unwrap();
+        let tls = c.admin.tls.expect("tls");
+        assert_eq!((tls.cert_file.to_str(), tls.key_file.to_str()), (Some("/etc/a.crt"), Some("/etc/a.key")));
+
+        let no_listen = "[node]\nid = 1\ndata_dir = \"/d\"\ncluster_listen = \"127.0.0.1:7400\"\n\
+                         [cluster]\npeers = [ { id = 1, address = \"127.0.0.1:7400\" } ]\nsecret_file = \"/s\"\n\
+                         [admin]\ntls = { cert_file = \"/a.crt\", key_file = \"/a.key\" }\n";
+        let e = Config::parse(no_listen, "n.toml").unwrap_err().to_string();
+        assert!(e.contains("[admin] tls needs [admin] listen"), "{e}");
+
+        let standalone = "[admin]\nlisten = \"127.0.0.1:9090\"\ntls = { cert_file = \"/a.crt\", key_file = \"\" }\n";
+        let e = Config::parse(standalone, "s.toml").unwrap_err().to_string();
+        assert!(e.contains("certificate file path must not be empty"), "{e}");
+        let standalone = standalone.replace("key_file = \"\"", "key_file = \"/a.key\"");
+        let e = Config::parse(&standalone, "s.toml").unwrap_err().to_string();
+        assert!(e.contains("applies to a cluster node's admin API"), "{e}");
+    }
+
+    #[test]
     fn node_cluster_and_vip_sections_parse() {
         let c = Config::parse(NODE, "n.toml").unwrap();
         let n = c.node.unwrap();

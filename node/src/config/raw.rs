@@ -91,6 +91,8 @@ pub struct RawAdmin {
     /// File holding the first password of user `admin` (read once, when the node
     /// creates a new cluster).
     pub bootstrap_password_file: Option<String>,
+    /// Serve the admin API and panel over https with this certificate and key.
+    pub tls: Option<RawCertificate>,
 }
 
 #[derive(Debug, Deserialize)]
