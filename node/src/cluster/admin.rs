@@ -142,6 +142,21 @@ impl NodeAdmin {
     }
 }
 
+/// How this node names member `id`: the `name` of that peer in this node's
+/// `[cluster] peers`, else for itself its `[node] name`, else `node-<id>`. Names
+/// are not replicated (raft-store has no place for them), so each node's file is
+/// the source for the others' names.
+fn node_name(local: &Config, id: u64) -> String {
+    let peer = local.cluster.as_ref().and_then(|c| c.peers.iter().find(|p| p.id == id));
+    if let Some(name) = peer.and_then(|p| p.name.clone()) {
+        return name;
+    }
+    match local.node.as_ref() {
+        Some(n) if n.id == id => n.name.clone(),
+        _ => format!("node-{id}"),
+    }
+}
+
 /// The backend id the data plane uses in sticky cookies (see `balance::Backend::new`).
 fn backend_id(pool: &str, addr: SocketAddr) -> String {
     format!("{:016x}", crate::balance::hash_key(format!("{pool}/{addr}").as_bytes()))
@@ -232,12 +247,7 @@ impl AdminBackend for NodeAdmin {
                 };
                 NodeStatus {
                     id: m.id,
-                    // Names are node-local ([node] name); other nodes' names are not
-                    // replicated, so they show by id.
-                    name: match self.local.node.as_ref() {
-                        Some(n) if n.id == m.id => n.name.clone(),
-                        _ => format!("node-{}", m.id),
-                    },
+                    name: node_name(&self.local, m.id),
                     address: m.addr.clone(),
                     role: node_role(m.role),
                     raft_state,
@@ -559,6 +569,21 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert_eq!(a, session_key(b"0123456789abcdef0123456789abcdef"));
         assert_ne!(a, session_key(b"0123456789abcdef0123456789abcdeX"));
+    }
+
+    #[test]
+    fn members_are_named_from_peers_then_node_then_id() {
+        let file = "[node]\nid = 1\nname = \"lb-own\"\ndata_dir = \"/d\"\ncluster_listen = \"127.0.0.1:7400\"\n\
+                    [cluster]\nsecret_file = \"/s\"\npeers = [ { id = 1, address = \"127.0.0.1:7400\" }, \
+                    { id = 2, address = \"127.0.0.1:7401\", name = \"lb-west\" }, { id = 3, address = \"127.0.0.1:7402\" } ]\n";
+        let cfg = Config::parse(file, "n.toml").expect("config");
+        assert_eq!(node_name(&cfg, 1), "lb-own");
+        assert_eq!(node_name(&cfg, 2), "lb-west");
+        assert_eq!(node_name(&cfg, 3), "node-3");
+        assert_eq!(node_name(&cfg, 9), "node-9");
+        let bad = file.replace("name = \"lb-west\"", "name = \" \"");
+        let e = Config::parse(&bad, "n.toml").expect_err("blank peer name").to_string();
+        assert!(e.contains("peer name must be"), "{e}");
     }
 
     #[test]

@@ -43,6 +43,9 @@ pub struct RawPeer {
     pub address: Spanned<String>,
     /// Needed only by the node that creates the cluster; default "proxy".
     pub role: Option<Spanned<String>>,
+    /// How the admin API and panel name that node (its own `[node] name` is not
+    /// replicated, so other nodes learn it from here); default `node-<id>`.
+    pub name: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +88,8 @@ pub struct PeerSettings {
     pub id: u64,
     pub address: String,
     pub role: NodeRole,
+    /// Display name of that node in the admin API, when the file gives one.
+    pub name: Option<String>,
 }
 
 /// `[cluster]`: how to reach the others.
@@ -190,7 +195,15 @@ pub(super) fn check_cluster(c: &mut Checker<'_>, cl: &RawCluster, node: Option<&
                 NodeRole::Proxy
             }
         };
-        peers.push(PeerSettings { id, address: p.address.get_ref().clone(), role });
+        let name = p.name.as_ref().and_then(|n| {
+            let v = n.get_ref().trim();
+            if v.is_empty() || v.len() > 64 || v.chars().any(char::is_control) {
+                c.err(n, "peer name must be 1 to 64 printable characters");
+                return None;
+            }
+            Some(v.to_string())
+        });
+        peers.push(PeerSettings { id, address: p.address.get_ref().clone(), role, name });
     }
     if peers.is_empty() {
         c.err(&cl.peers, "peers must list every voting node, this one included");
