@@ -383,4 +383,30 @@ async fn admin_listener_with_tls_serves_https_only() {
     // Nor does a client that does not trust the certificate.
     let stranger = tests::tls::TestCa::new().client_config();
     assert!(tests::tls::connect(stranger, admin, "admin.lb.test").await.is_err(), "untrusted handshake succeeded");
+
+    // ctl over https: trusts only --ca-file, checks the name (here the IP SAN).
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.cert_pem()).expect("ca file");
+    let other_ca = dir.path().join("other-ca.pem");
+    std::fs::write(&other_ca, tests::tls::TestCa::new().cert_pem()).expect("other ca file");
+    let pw = dir.path().join("admin-password");
+    let ctl = |url: String, ca: Option<&std::path::Path>| {
+        let mut cmd = std::process::Command::new(tests::quorumlb_bin());
+        cmd.args(["ctl", "--admin", &url, "--user", "admin", "--password-file"]).arg(&pw);
+        if let Some(ca) = ca {
+            cmd.arg("--ca-file").arg(ca);
+        }
+        let t = std::time::Instant::now();
+        let o = cmd.arg("status").output().expect("run ctl");
+        println!("ctl --admin {url} (ca {}): exit {:?} after {:?}", ca.is_some(), o.status.code(), t.elapsed());
+        (o.status.success(), format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)))
+    };
+    let (ok, out) = ctl(format!("https://{admin}"), Some(&ca_file));
+    assert!(ok && out.contains("lb-one"), "ctl over https: {out}");
+    let (ok, out) = ctl(format!("https://{admin}"), None);
+    assert!(!ok && out.contains("--ca-file"), "https without --ca-file: {out}");
+    let (ok, out) = ctl(format!("https://{admin}"), Some(&other_ca));
+    assert!(!ok && out.contains("TLS handshake"), "https with the wrong CA: {out}");
+    let (ok, out) = ctl(format!("http://{admin}"), None);
+    assert!(!ok, "plain http ctl succeeded: {out}");
 }
