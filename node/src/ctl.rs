@@ -130,7 +130,7 @@ struct Api {
 
 /// How requests reach the admin listener.
 enum Transport {
-    Plain(Client<HttpConnector, Full<Bytes>>),
+    Plain(Box<Client<HttpConnector, Full<Bytes>>>),
     /// One TLS connection per call (ctl makes a handful of calls).
     Tls {
         connector: tokio_rustls::TlsConnector,
@@ -146,7 +146,7 @@ impl Transport {
             if ca_file.is_some() {
                 bail!("--ca-file is for https; {base} is plain http");
             }
-            return Ok(Transport::Plain(Client::builder(TokioExecutor::new()).build_http()));
+            return Ok(Transport::Plain(Box::new(Client::builder(TokioExecutor::new()).build_http())));
         }
         let Some(rest) = base.strip_prefix("https://") else {
             bail!("--admin must be host:port, http://host:port or https://host:port (got {base:?})");
