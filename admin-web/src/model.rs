@@ -52,6 +52,10 @@ pub struct VipStatus {
     pub lease_ms: Option<u64>,
     /// On the owner: ms left on its lease; `None` on other nodes.
     pub lease_remaining_ms: Option<u64>,
+    /// On the owner: why it does not hold the address as assigned (e.g. adding it
+    /// failed); `None` when all is well and on other nodes.
+    #[serde(default)]
+    pub owner_error: Option<String>,
 }
 
 /// `GET /api/v1/cluster`.
@@ -65,7 +69,7 @@ pub struct ClusterView {
     pub config_version: u64,
     pub nodes: Vec<NodeStatus>,
     pub vips: Vec<VipStatus>,
-    /// VIPs this node holds right now.
+    /// VIPs whose address this node has configured right now.
     pub owned_vips: Vec<String>,
 }
 

@@ -33,7 +33,10 @@ async fn request(c: &Http, method: &str, url: &str, headers: &[(&str, &str)], bo
         b = b.header("content-type", "application/json");
     }
     let req = b.body(Full::new(Bytes::from(body.unwrap_or_default()))).expect("request");
-    send(c, req).await.expect("admin request")
+    match tokio::time::timeout(Duration::from_secs(15), send(c, req)).await {
+        Ok(r) => r.expect("admin request"),
+        Err(_) => panic!("{method} {url}: no answer within 15 s"),
+    }
 }
 
 async fn wait_answer(addr: SocketAddr, want: &str, within: Duration) -> bool {

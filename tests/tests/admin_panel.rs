@@ -131,6 +131,24 @@ async fn operator_signs_in_drains_a_backend_and_applies_config_in_the_panel() {
     println!("VIP {VIP} owner shown in the panel: {owner}");
     let vip_text = browser.text(&vip_row).await;
     assert!(vip_text.contains(" ms"), "the lease is shown: {vip_text}");
+    if owner == NAMES[0] {
+        // Node 1 answers for itself: it is the owner but cannot add the address.
+        let lease = browser
+            .wait_text(&format!("{vip_row} td.vip-lease"), "why the owner lacks the address", |t| {
+                t.contains("not held by the owner: adding address")
+            })
+            .await;
+        println!("VIP lease cell on the owner: {lease}");
+    }
+    // The leader knows when each other member last reported.
+    if browser.text("#nodes-table tr[data-node-id=\"1\"] td.raft-state").await == "leader" {
+        for id in [2, 3] {
+            let cell = format!("#nodes-table tr[data-node-id=\"{id}\"] td:nth-child(7)");
+            let t = browser.wait_text(&cell, "a last contact", |t| t.ends_with(" ms")).await;
+            let ms: u64 = t.trim_end_matches(" ms").parse().expect("ms");
+            assert!(ms < 2_000, "node {id} last reported {ms} ms ago");
+        }
+    }
     browser.wait_text("#whoami", "the user", |t| t == "admin").await;
     // Live charts: the SSE stream delivers samples and the legend names the pool.
     browser.wait_text("#stream-state", "a live stream", |t| t.contains("live,")).await;

@@ -206,6 +206,7 @@ impl AdminBackend for FixtureBackend {
                 epoch: 4,
                 lease_ms: Some(3000),
                 lease_remaining_ms: Some(2500),
+                owner_error: None,
             }],
             owned_vips: vec!["192.0.2.10".into()],
         })

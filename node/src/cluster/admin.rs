@@ -82,11 +82,20 @@ impl Rates {
     }
 }
 
+/// What this node knows about VIPs and members beyond the replicated state.
+pub struct VipViews {
+    /// The leader side: when each member last reported (only while leading).
+    pub leader: Arc<super::vip::LeaderVips>,
+    /// This proxy's owner tasks: whether it holds each address, its lease, errors.
+    pub owners: Option<Arc<super::vip::Owners>>,
+}
+
 /// The node as admin-web sees it.
 pub struct NodeAdmin {
     raft: ClusterNode,
     local: Arc<Config>,
     dataplane: Option<Arc<DataPlane>>,
+    vips: VipViews,
     session_key: Vec<u8>,
     rates: Mutex<Rates>,
 }
@@ -96,9 +105,10 @@ impl NodeAdmin {
         raft: ClusterNode,
         local: Arc<Config>,
         dataplane: Option<Arc<DataPlane>>,
+        vips: VipViews,
         session_key: Vec<u8>,
     ) -> NodeAdmin {
-        NodeAdmin { raft, local, dataplane, session_key, rates: Mutex::new(Rates::default()) }
+        NodeAdmin { raft, local, dataplane, vips, session_key, rates: Mutex::new(Rates::default()) }
     }
 
     fn state(&self) -> Arc<ClusterState> {
@@ -230,6 +240,7 @@ impl AdminBackend for NodeAdmin {
         let status = self.raft.status();
         let state = self.state();
         let me = status.node_id;
+        let ages = self.vips.leader.report_ages();
         let nodes = status
             .members
             .iter()
@@ -252,7 +263,7 @@ impl AdminBackend for NodeAdmin {
                     role: node_role(m.role),
                     raft_state,
                     voter: m.voter,
-                    last_contact_ms: None,
+                    last_contact_ms: if m.id == me { None } else { ages.get(&m.id).map(|d| d.as_millis() as u64) },
                 }
             })
             .collect();
@@ -260,22 +271,33 @@ impl AdminBackend for NodeAdmin {
             .effective(&state)
             .map(|c| c.vips.iter().map(|v| (v.address.clone(), v.lease.as_millis() as u64)).collect())
             .unwrap_or_default();
+        let local: HashMap<String, vrrp::owner::OwnerStatus> = self
+            .vips
+            .owners
+            .as_ref()
+            .map(|o| o.statuses().into_iter().map(|s| (s.vip.to_string(), s)).collect())
+            .unwrap_or_default();
         let vips = state
             .vips
             .values()
-            .map(|a| VipStatus {
-                address: a.vip.clone(),
-                owner: a.owner,
-                epoch: a.epoch,
-                lease_ms: leases.get(&a.vip).copied(),
-                lease_remaining_ms: None,
+            .map(|a| {
+                let here = local.get(&a.vip).filter(|_| a.owner == Some(me));
+                VipStatus {
+                    address: a.vip.clone(),
+                    owner: a.owner,
+                    epoch: a.epoch,
+                    lease_ms: leases.get(&a.vip).copied(),
+                    lease_remaining_ms: here
+                        .filter(|s| s.owned)
+                        .and_then(|s| s.lease_remaining)
+                        .map(|d| d.as_millis() as u64),
+                    // Only while the address is not held: vrrp keeps the last error
+                    // after a later success, so it explains a missing address only.
+                    owner_error: here.filter(|s| !s.owned).and_then(|s| s.last_error.clone()),
+                }
             })
             .collect();
-        let owned_vips = if self.dataplane.is_some() {
-            state.vips.values().filter(|a| a.owner == Some(me)).map(|a| a.vip.clone()).collect()
-        } else {
-            Vec::new()
-        };
+        let owned_vips = local.values().filter(|s| s.owned).map(|s| s.vip.to_string()).collect();
         Ok(ClusterView {
             node_id: me,
             leader: status.leader,

@@ -108,7 +108,7 @@ impl Member {
             Arc::clone(&local),
             dataplane.clone(),
             owners.clone(),
-            leader_vips,
+            Arc::clone(&leader_vips),
             replicated,
             stop_rx.clone(),
         )));
@@ -117,8 +117,13 @@ impl Member {
                 Some(files) => Some(crate::tls::admin_server_config(files).context("[admin] tls")?),
                 None => None,
             };
-            let backend =
-                admin::NodeAdmin::new(raft.clone(), Arc::clone(&local), dataplane.clone(), session_key.to_vec());
+            let backend = admin::NodeAdmin::new(
+                raft.clone(),
+                Arc::clone(&local),
+                dataplane.clone(),
+                admin::VipViews { leader: Arc::clone(&leader_vips), owners: owners.clone() },
+                session_key.to_vec(),
+            );
             tasks.push(start_admin(addr, backend, tls, stop_rx.clone()).await?);
         }
         tasks.push(tokio::spawn(report_loop(raft.clone(), dataplane.is_some(), Arc::clone(&shutting_down), stop_rx)));

@@ -123,8 +123,9 @@ async function loadDashboard() {
     el("td", {}, v.address),
     el("td", { class: "vip-owner" }, v.owner === null ? "unassigned" : (names[v.owner] || ("node " + v.owner))),
     el("td", { class: "num" }, v.epoch),
-    el("td", {}, v.lease_ms === null ? "–" : (v.lease_ms + " ms"
-      + (v.lease_remaining_ms === null ? "" : ", " + v.lease_remaining_ms + " ms left"))),
+    el("td", { class: "vip-lease" }, v.lease_ms === null ? "–" : (v.lease_ms + " ms"
+      + (v.lease_remaining_ms === null ? "" : ", " + v.lease_remaining_ms + " ms left")),
+      v.owner_error ? el("div", { class: "vip-error muted" }, "not held by the owner: " + v.owner_error) : null),
   )) : [el("tr", {}, el("td", { colspan: 4, class: "muted" }, "No VIPs configured."))]));
 }
 
