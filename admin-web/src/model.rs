@@ -52,6 +52,10 @@ pub struct VipStatus {
     pub lease_ms: Option<u64>,
     /// On the owner: ms left on its lease; `None` on other nodes.
     pub lease_remaining_ms: Option<u64>,
+    /// On the owner: why it does not hold the address as assigned (e.g. adding it
+    /// failed); `None` when all is well and on other nodes.
+    #[serde(default)]
+    pub owner_error: Option<String>,
 }
 
 /// `GET /api/v1/cluster`.
@@ -65,7 +69,7 @@ pub struct ClusterView {
     pub config_version: u64,
     pub nodes: Vec<NodeStatus>,
     pub vips: Vec<VipStatus>,
-    /// VIPs this node holds right now.
+    /// VIPs whose address this node has configured right now.
     pub owned_vips: Vec<String>,
 }
 
@@ -88,11 +92,16 @@ pub enum AdminState {
     Disabled,
 }
 
+/// Response-time percentiles of the last 10-15 seconds (time to the response
+/// head for HTTP, to the connect for TCP), within about 6 %; all 0 without samples.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Latency {
     pub p50_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
+    /// Samples the percentiles are computed from.
+    #[serde(default)]
+    pub samples: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
@@ -116,6 +125,9 @@ pub struct PoolStatus {
     pub name: String,
     /// Balancing algorithm, as named in the config.
     pub algorithm: String,
+    /// Percentiles over every backend's recent samples together.
+    #[serde(default)]
+    pub latency: Latency,
     pub backends: Vec<BackendStatus>,
 }
 

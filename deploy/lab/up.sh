@@ -155,7 +155,7 @@ cluster_listen = "$(qlab_ip "$node"):$QLAB_CLUSTER_PORT"
 peers = [
 EOF
     for n in "${QLAB_NODES[@]}"; do
-      echo "  { id = ${QLAB_NODE_ID[$n]}, address = \"$(qlab_ip "$n"):$QLAB_CLUSTER_PORT\", role = \"$([ "$n" = wit ] && echo witness || echo proxy)\" },"
+      echo "  { id = ${QLAB_NODE_ID[$n]}, address = \"$(qlab_ip "$n"):$QLAB_CLUSTER_PORT\", role = \"$([ "$n" = wit ] && echo witness || echo proxy)\", name = \"$n\" },"
     done
     cat <<EOF
 ]

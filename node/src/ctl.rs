@@ -2,8 +2,11 @@
 //! API the web panel uses, so every change is a validated, audited Raft write).
 //! Authenticates with an API token (`--token-file` or `QUORUMLB_TOKEN`) or with a
 //! user and password file (session login; writes then carry the CSRF token).
+//! Speaks http, or https to an admin listener with `[admin] tls`, trusting only the
+//! CA given with `--ca-file` (the node's certificate is usually from a private CA).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
@@ -11,14 +14,19 @@ use http::{Method, Request, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls_pki_types::ServerName;
 use serde_json::{Value, json};
 
 #[derive(clap::Args)]
 pub struct CtlArgs {
-    /// Admin API address (a node's `[admin] listen`): `host:port` or `http://host:port`.
+    /// Admin API address (a node's `[admin] listen`): `host:port`, `http://host:port`
+    /// or `https://host:port` (with `--ca-file`).
     #[arg(long, visible_alias = "admin", env = "QUORUMLB_URL", default_value = "127.0.0.1:9090")]
     pub url: String,
+    /// PEM file of the CA that signed the admin listener's certificate (https only).
+    #[arg(long, env = "QUORUMLB_CA_FILE")]
+    pub ca_file: Option<PathBuf>,
     /// File holding an API token (see `ctl token create`).
     #[arg(long, env = "QUORUMLB_TOKEN_FILE")]
     pub token_file: Option<PathBuf>,
@@ -136,8 +144,76 @@ pub enum TokenCmd {
 
 struct Api {
     base: String,
-    client: Client<HttpConnector, Full<Bytes>>,
+    transport: Transport,
     auth: Auth,
+}
+
+/// How requests reach the admin listener.
+enum Transport {
+    Plain(Box<Client<HttpConnector, Full<Bytes>>>),
+    /// One TLS connection per call (ctl makes a handful of calls).
+    Tls {
+        connector: tokio_rustls::TlsConnector,
+        name: ServerName<'static>,
+        addr: String,
+    },
+}
+
+impl Transport {
+    /// Plain http for `http://`, TLS trusting only `ca_file` for `https://`.
+    fn new(base: &str, ca_file: Option<&PathBuf>) -> anyhow::Result<Transport> {
+        if base.starts_with("http://") {
+            if ca_file.is_some() {
+                bail!("--ca-file is for https; {base} is plain http");
+            }
+            return Ok(Transport::Plain(Box::new(Client::builder(TokioExecutor::new()).build_http())));
+        }
+        let Some(rest) = base.strip_prefix("https://") else {
+            bail!("--admin must be host:port, http://host:port or https://host:port (got {base:?})");
+        };
+        let ca_file = ca_file.with_context(|| {
+            format!("{base} is https: give --ca-file with the CA that signed the admin listener's certificate")
+        })?;
+        let authority = rest.split('/').next().unwrap_or_default();
+        let uri: http::Uri = format!("https://{authority}").parse().with_context(|| format!("bad --admin {base:?}"))?;
+        let host = uri.host().context("--admin has no host")?.trim_start_matches('[').trim_end_matches(']');
+        let name = ServerName::try_from(host.to_string()).with_context(|| format!("bad host name {host:?}"))?;
+        let addr = format!("{}:{}", uri.host().unwrap_or(host), uri.port_u16().unwrap_or(443));
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in crate::tls::read_certificates(ca_file)? {
+            roots.add(cert).with_context(|| format!("{}: not a usable CA certificate", ca_file.display()))?;
+        }
+        let cfg = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .context("TLS versions")?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Transport::Tls { connector: tokio_rustls::TlsConnector::from(Arc::new(cfg)), name, addr })
+    }
+
+    async fn send(&self, req: Request<Full<Bytes>>) -> anyhow::Result<http::Response<hyper::body::Incoming>> {
+        match self {
+            Transport::Plain(client) => Ok(client.request(req).await?),
+            Transport::Tls { connector, name, addr } => {
+                // A connection of our own: origin-form target plus Host, as a client pool would send.
+                let (mut parts, body) = req.into_parts();
+                if let Some(authority) = parts.uri.authority() {
+                    parts.headers.insert(header::HOST, authority.as_str().parse()?);
+                }
+                parts.uri = parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").parse()?;
+                let req = Request::from_parts(parts, body);
+                let tcp = tokio::net::TcpStream::connect(addr.as_str()).await?;
+                let tls = connector.connect(name.clone(), tcp).await.context("TLS handshake")?;
+                let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await?;
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "admin connection");
+                    }
+                });
+                Ok(sender.send_request(req).await?)
+            }
+        }
+    }
 }
 
 enum Auth {
@@ -154,10 +230,7 @@ impl Api {
     async fn connect(args: &CtlArgs) -> anyhow::Result<Api> {
         let trimmed = args.url.trim_end_matches('/');
         let base = if trimmed.contains("://") { trimmed.to_string() } else { format!("http://{trimmed}") };
-        if !base.starts_with("http://") {
-            bail!("--admin must be host:port or http://host:port (got {base:?}); ctl speaks plain HTTP");
-        }
-        let client = Client::builder(TokioExecutor::new()).build_http();
+        let transport = Transport::new(&base, args.ca_file.as_ref())?;
         let auth = if let Some(user) = &args.user {
             let pf = args.password_file.as_ref().context("--user needs --password-file")?;
             let password = read_secret(pf, "password file")?;
@@ -165,7 +238,7 @@ impl Api {
             let req = Request::post(format!("{base}/api/v1/session"))
                 .header(header::CONTENT_TYPE, "application/json")
                 .body(Full::new(Bytes::from(body)))?;
-            let resp = client.request(req).await.with_context(|| format!("connecting to {base}"))?;
+            let resp = transport.send(req).await.with_context(|| format!("connecting to {base}"))?;
             let status = resp.status();
             let cookie = resp
                 .headers()
@@ -190,7 +263,7 @@ impl Api {
             };
             Auth::Bearer(token)
         };
-        Ok(Api { base, client, auth })
+        Ok(Api { base, transport, auth })
     }
 
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> anyhow::Result<Value> {
@@ -211,7 +284,7 @@ impl Api {
             }
             None => Bytes::new(),
         };
-        let resp = self.client.request(b.body(Full::new(payload))?).await.with_context(|| format!("calling {path}"))?;
+        let resp = self.transport.send(b.body(Full::new(payload))?).await.with_context(|| format!("calling {path}"))?;
         let status = resp.status();
         let bytes = resp.into_body().collect().await?.to_bytes();
         let v: Value =

@@ -206,6 +206,7 @@ impl AdminBackend for FixtureBackend {
                 epoch: 4,
                 lease_ms: Some(3000),
                 lease_remaining_ms: Some(2500),
+                owner_error: None,
             }],
             owned_vips: vec!["192.0.2.10".into()],
         })
@@ -216,7 +217,7 @@ impl AdminBackend for FixtureBackend {
         Ok(pools_of(&g.toml)
             .into_iter()
             .map(|(name, algorithm, backends)| {
-                let backends = backends
+                let backends: Vec<BackendStatus> = backends
                     .into_iter()
                     .enumerate()
                     .map(|(i, (address, weight))| {
@@ -230,11 +231,12 @@ impl AdminBackend for FixtureBackend {
                             active_connections: 3,
                             requests_per_sec: 10.0,
                             error_rate: 0.01,
-                            latency: Latency { p50_ms: 1.0, p95_ms: 4.0, p99_ms: 9.0 },
+                            latency: Latency { p50_ms: 1.0, p95_ms: 4.0, p99_ms: 9.0, samples: 120 },
                         }
                     })
                     .collect();
-                PoolStatus { name, algorithm, backends }
+                let latency = Latency { p50_ms: 1.0, p95_ms: 4.0, p99_ms: 9.0, samples: 120 * backends.len() as u64 };
+                PoolStatus { name, algorithm, latency, backends }
             })
             .collect())
     }

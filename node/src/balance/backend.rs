@@ -1,10 +1,12 @@
 //! A backend as the data plane sees it: static identity from the config plus shared
-//! runtime state (health, admin state, in-flight count, response-time average) that
-//! survives config reloads which keep the backend.
+//! runtime state (health, admin state, in-flight count, response-time average and
+//! recent-latency histogram) that survives config reloads which keep the backend.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+
+use crate::metrics::latency::{LatencySnapshot, LatencyWindow};
 
 /// Operator-set state of a backend (HAProxy: ready / drain / maint).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -46,6 +48,8 @@ pub struct BackendState {
     in_flight: AtomicU32,
     /// Exponentially weighted moving average of response time, microseconds.
     ewma_us: AtomicU64,
+    /// Response times of the last 10-15 s, for percentiles (admin API).
+    latency: LatencyWindow,
     /// Passive check window: first failure time (ms) and failures since.
     fail_window_start_ms: AtomicU64,
     fails: AtomicU32,
@@ -70,6 +74,7 @@ impl Default for BackendState {
             admin: AtomicU8::new(AdminState::Enabled as u8),
             in_flight: AtomicU32::new(0),
             ewma_us: AtomicU64::new(0),
+            latency: LatencyWindow::default(),
             fail_window_start_ms: AtomicU64::new(0),
             fails: AtomicU32::new(0),
             stats: BackendStats::default(),
@@ -126,8 +131,15 @@ impl BackendState {
         self.ewma_us.load(Ordering::Relaxed)
     }
 
-    /// Folds one response time into the moving average (weight 1/8, like TCP's SRTT).
+    /// Recent response times (see `metrics::latency`) as of now.
+    pub fn latency(&self) -> LatencySnapshot {
+        self.latency.snapshot(crate::clock::now_ms())
+    }
+
+    /// Folds one response time into the moving average (weight 1/8, like TCP's SRTT)
+    /// and the recent-latency histogram.
     pub fn observe_latency_us(&self, sample_us: u64) {
+        self.latency.record(crate::clock::now_ms(), sample_us);
         let _ = self.ewma_us.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
             Some(if old == 0 { sample_us.max(1) } else { (old * 7 + sample_us) / 8 }.max(1))
         });

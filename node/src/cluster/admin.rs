@@ -23,6 +23,7 @@ use sha2::Sha256;
 
 use crate::balance::BackendState;
 use crate::config::{Algorithm, Config};
+use crate::metrics::latency::LatencySnapshot;
 use crate::proxy::DataPlane;
 
 use super::effective;
@@ -81,11 +82,20 @@ impl Rates {
     }
 }
 
+/// What this node knows about VIPs and members beyond the replicated state.
+pub struct VipViews {
+    /// The leader side: when each member last reported (only while leading).
+    pub leader: Arc<super::vip::LeaderVips>,
+    /// This proxy's owner tasks: whether it holds each address, its lease, errors.
+    pub owners: Option<Arc<super::vip::Owners>>,
+}
+
 /// The node as admin-web sees it.
 pub struct NodeAdmin {
     raft: ClusterNode,
     local: Arc<Config>,
     dataplane: Option<Arc<DataPlane>>,
+    vips: VipViews,
     session_key: Vec<u8>,
     rates: Mutex<Rates>,
     /// `[admin] token_file`: (id, SHA-256) of a node-local bearer token.
@@ -97,6 +107,7 @@ impl NodeAdmin {
         raft: ClusterNode,
         local: Arc<Config>,
         dataplane: Option<Arc<DataPlane>>,
+        vips: VipViews,
         session_key: Vec<u8>,
     ) -> anyhow::Result<NodeAdmin> {
         let file_token = match &local.admin.token_file {
@@ -107,7 +118,7 @@ impl NodeAdmin {
             }
             None => None,
         };
-        Ok(NodeAdmin { raft, local, dataplane, session_key, rates: Mutex::new(Rates::default()), file_token })
+        Ok(NodeAdmin { raft, local, dataplane, vips, session_key, rates: Mutex::new(Rates::default()), file_token })
     }
 
     fn state(&self) -> Arc<ClusterState> {
@@ -149,6 +160,21 @@ impl NodeAdmin {
 
     async fn write_ok(&self, cmd: Command) -> Result<(), BackendError> {
         self.write(cmd).await.map(|_| ())
+    }
+}
+
+/// How this node names member `id`: the `name` of that peer in this node's
+/// `[cluster] peers`, else for itself its `[node] name`, else `node-<id>`. Names
+/// are not replicated (raft-store has no place for them), so each node's file is
+/// the source for the others' names.
+fn node_name(local: &Config, id: u64) -> String {
+    let peer = local.cluster.as_ref().and_then(|c| c.peers.iter().find(|p| p.id == id));
+    if let Some(name) = peer.and_then(|p| p.name.clone()) {
+        return name;
+    }
+    match local.node.as_ref() {
+        Some(n) if n.id == id => n.name.clone(),
+        _ => format!("node-{id}"),
     }
 }
 
@@ -205,6 +231,12 @@ fn raft_state(s: &str) -> RaftState {
     }
 }
 
+/// Percentiles of recent response times (all 0 without samples).
+fn latency(snap: &LatencySnapshot) -> Latency {
+    let ms = |q| snap.quantile_us(q).unwrap_or(0.0) / 1000.0;
+    Latency { p50_ms: ms(0.5), p95_ms: ms(0.95), p99_ms: ms(0.99), samples: snap.count }
+}
+
 fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -219,6 +251,7 @@ impl AdminBackend for NodeAdmin {
         let status = self.raft.status();
         let state = self.state();
         let me = status.node_id;
+        let ages = self.vips.leader.report_ages();
         let nodes = status
             .members
             .iter()
@@ -236,17 +269,12 @@ impl AdminBackend for NodeAdmin {
                 };
                 NodeStatus {
                     id: m.id,
-                    // Names are node-local ([node] name); other nodes' names are not
-                    // replicated, so they show by id.
-                    name: match self.local.node.as_ref() {
-                        Some(n) if n.id == m.id => n.name.clone(),
-                        _ => format!("node-{}", m.id),
-                    },
+                    name: node_name(&self.local, m.id),
                     address: m.addr.clone(),
                     role: node_role(m.role),
                     raft_state,
                     voter: m.voter,
-                    last_contact_ms: None,
+                    last_contact_ms: if m.id == me { None } else { ages.get(&m.id).map(|d| d.as_millis() as u64) },
                 }
             })
             .collect();
@@ -254,22 +282,33 @@ impl AdminBackend for NodeAdmin {
             .effective(&state)
             .map(|c| c.vips.iter().map(|v| (v.address.clone(), v.lease.as_millis() as u64)).collect())
             .unwrap_or_default();
+        let local: HashMap<String, vrrp::owner::OwnerStatus> = self
+            .vips
+            .owners
+            .as_ref()
+            .map(|o| o.statuses().into_iter().map(|s| (s.vip.to_string(), s)).collect())
+            .unwrap_or_default();
         let vips = state
             .vips
             .values()
-            .map(|a| VipStatus {
-                address: a.vip.clone(),
-                owner: a.owner,
-                epoch: a.epoch,
-                lease_ms: leases.get(&a.vip).copied(),
-                lease_remaining_ms: None,
+            .map(|a| {
+                let here = local.get(&a.vip).filter(|_| a.owner == Some(me));
+                VipStatus {
+                    address: a.vip.clone(),
+                    owner: a.owner,
+                    epoch: a.epoch,
+                    lease_ms: leases.get(&a.vip).copied(),
+                    lease_remaining_ms: here
+                        .filter(|s| s.owned)
+                        .and_then(|s| s.lease_remaining)
+                        .map(|d| d.as_millis() as u64),
+                    // Only while the address is not held: vrrp keeps the last error
+                    // after a later success, so it explains a missing address only.
+                    owner_error: here.filter(|s| !s.owned).and_then(|s| s.last_error.clone()),
+                }
             })
             .collect();
-        let owned_vips = if self.dataplane.is_some() {
-            state.vips.values().filter(|a| a.owner == Some(me)).map(|a| a.vip.clone()).collect()
-        } else {
-            Vec::new()
-        };
+        let owned_vips = local.values().filter(|s| s.owned).map(|s| s.vip.to_string()).collect();
         Ok(ClusterView {
             node_id: me,
             leader: status.leader,
@@ -292,20 +331,23 @@ impl AdminBackend for NodeAdmin {
         let mut out = Vec::with_capacity(cfg.pools.len());
         for pool in &cfg.pools {
             let live = runtime.as_ref().and_then(|rt| rt.pools.get(&pool.name));
+            let mut pool_latency = LatencySnapshot::empty();
             let backends = pool
                 .backends
                 .iter()
                 .map(|b| {
                     let st = live.and_then(|p| p.backends.iter().find(|x| x.addr == b.address)).map(|x| &x.state);
-                    let (health, active, rps, err_rate, ewma_ms) = match st {
+                    let (health, active, rps, err_rate, latency) = match st {
                         Some(st) => {
                             let up = st.is_healthy() && !st.is_ejected(now);
                             let (rps, fps) = rates.rate(&pool.name, b.address, st);
                             let err = if rps > 0.0 { (fps / rps).clamp(0.0, 1.0) } else { 0.0 };
                             let h = if up { HealthState::Up } else { HealthState::Down };
-                            (h, u64::from(st.in_flight()), rps, err, st.ewma_us() as f64 / 1000.0)
+                            let snap = st.latency();
+                            pool_latency.merge(&snap);
+                            (h, u64::from(st.in_flight()), rps, err, latency(&snap))
                         }
-                        None => (HealthState::Unknown, 0, 0.0, 0.0, 0.0),
+                        None => (HealthState::Unknown, 0, 0.0, 0.0, Latency::default()),
                     };
                     BackendStatus {
                         id: b.address.to_string(),
@@ -316,15 +358,14 @@ impl AdminBackend for NodeAdmin {
                         active_connections: active,
                         requests_per_sec: rps,
                         error_rate: err_rate,
-                        // Only a moving average is tracked per backend; it stands in
-                        // for every percentile.
-                        latency: Latency { p50_ms: ewma_ms, p95_ms: ewma_ms, p99_ms: ewma_ms },
+                        latency,
                     }
                 })
                 .collect();
             out.push(PoolStatus {
                 name: pool.name.clone(),
                 algorithm: algorithm_name(pool.algorithm).into(),
+                latency: latency(&pool_latency),
                 backends,
             });
         }
@@ -539,8 +580,7 @@ impl AdminBackend for NodeAdmin {
             .map(|p| {
                 let rps: f64 = p.backends.iter().map(|b| b.requests_per_sec).sum();
                 let eps: f64 = p.backends.iter().map(|b| b.requests_per_sec * b.error_rate).sum();
-                let p99 = p.backends.iter().map(|b| b.latency.p99_ms).fold(0.0, f64::max);
-                PoolStats { pool: p.name, requests_per_sec: rps, p99_ms: p99, errors_per_sec: eps }
+                PoolStats { pool: p.name, requests_per_sec: rps, p99_ms: p.latency.p99_ms, errors_per_sec: eps }
             })
             .collect();
         Ok(StatsSnapshot { time_ms: now_ms(), pools })
@@ -576,6 +616,21 @@ mod tests {
         assert_eq!(a.len(), 32);
         assert_eq!(a, session_key(b"0123456789abcdef0123456789abcdef"));
         assert_ne!(a, session_key(b"0123456789abcdef0123456789abcdeX"));
+    }
+
+    #[test]
+    fn members_are_named_from_peers_then_node_then_id() {
+        let file = "[node]\nid = 1\nname = \"lb-own\"\ndata_dir = \"/d\"\ncluster_listen = \"127.0.0.1:7400\"\n\
+                    [cluster]\nsecret_file = \"/s\"\npeers = [ { id = 1, address = \"127.0.0.1:7400\" }, \
+                    { id = 2, address = \"127.0.0.1:7401\", name = \"lb-west\" }, { id = 3, address = \"127.0.0.1:7402\" } ]\n";
+        let cfg = Config::parse(file, "n.toml").expect("config");
+        assert_eq!(node_name(&cfg, 1), "lb-own");
+        assert_eq!(node_name(&cfg, 2), "lb-west");
+        assert_eq!(node_name(&cfg, 3), "node-3");
+        assert_eq!(node_name(&cfg, 9), "node-9");
+        let bad = file.replace("name = \"lb-west\"", "name = \" \"");
+        let e = Config::parse(&bad, "n.toml").expect_err("blank peer name").to_string();
+        assert!(e.contains("peer name must be"), "{e}");
     }
 
     #[test]

@@ -108,14 +108,23 @@ impl Member {
             Arc::clone(&local),
             dataplane.clone(),
             owners.clone(),
-            leader_vips,
+            Arc::clone(&leader_vips),
             replicated,
             stop_rx.clone(),
         )));
         if let Some(addr) = local.admin.listen {
-            let backend =
-                admin::NodeAdmin::new(raft.clone(), Arc::clone(&local), dataplane.clone(), session_key.to_vec())?;
-            tasks.push(start_admin(addr, backend, stop_rx.clone()).await?);
+            let tls = match &local.admin.tls {
+                Some(files) => Some(crate::tls::admin_server_config(files).context("[admin] tls")?),
+                None => None,
+            };
+            let backend = admin::NodeAdmin::new(
+                raft.clone(),
+                Arc::clone(&local),
+                dataplane.clone(),
+                admin::VipViews { leader: Arc::clone(&leader_vips), owners: owners.clone() },
+                session_key.to_vec(),
+            )?;
+            tasks.push(start_admin(addr, backend, tls, stop_rx.clone()).await?);
         }
         tasks.push(tokio::spawn(report_loop(raft.clone(), dataplane.is_some(), Arc::clone(&shutting_down), stop_rx)));
         Ok(Member { raft, local, dataplane, owners, session_key, shutting_down, stop_tx, tasks })
@@ -223,22 +232,26 @@ async fn bootstrap_admin(raft: &ClusterNode, file: Option<&Path>) -> anyhow::Res
     Ok(())
 }
 
-/// Binds `[admin] listen` and serves the admin router until `stop` fires.
+/// Binds `[admin] listen` and serves the admin router until `stop` fires; https
+/// (with `Secure` session cookies) when `tls` is given.
 async fn start_admin(
     addr: std::net::SocketAddr,
     backend: admin::NodeAdmin,
+    tls: Option<Arc<rustls::ServerConfig>>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     let listener =
         tokio::net::TcpListener::bind(addr).await.with_context(|| format!("binding the admin listener on {addr}"))?;
     let bound = listener.local_addr().unwrap_or(addr);
-    let router = admin_web::router(Arc::new(backend), admin_web::AdminOptions::default());
-    tracing::info!(listen = %bound, "admin listening: /api/v1, panel, /metrics, /healthz");
+    let options = admin_web::AdminOptions { secure_cookies: tls.is_some(), ..Default::default() };
+    let router = admin_web::router(Arc::new(backend), options);
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(listen = %bound, scheme, "admin listening: /api/v1, panel, /metrics, /healthz");
     Ok(tokio::spawn(async move {
         let shutdown = async move {
             let _ = stop.changed().await;
         };
-        if let Err(e) = admin_web::serve(listener, router, None, shutdown).await {
+        if let Err(e) = admin_web::serve(listener, router, tls, shutdown).await {
             tracing::error!(error = %e, "admin server failed");
         }
     }))

@@ -118,6 +118,17 @@ impl LeaderVips {
         st.vips = vips.to_vec();
     }
 
+    /// On the leader: how long ago each node last reported; empty while not leading
+    /// (followers hear no reports).
+    pub fn report_ages(&self) -> BTreeMap<NodeId, Duration> {
+        let now = self.clock.now();
+        let st = self.lock();
+        if !st.leader {
+            return BTreeMap::new();
+        }
+        st.reports.iter().map(|(id, (_, at))| (*id, now.saturating_sub(*at))).collect()
+    }
+
     /// Leadership changes (rule 3: a new leader trusts no earlier grant).
     fn set_leader(&self, is_leader: bool) {
         let mut st = self.lock();

@@ -43,6 +43,9 @@ pub struct RawPeer {
     pub address: Spanned<String>,
     /// Needed only by the node that creates the cluster; default "proxy".
     pub role: Option<Spanned<String>>,
+    /// How the admin API and panel name that node (its own `[node] name` is not
+    /// replicated, so other nodes learn it from here); default `node-<id>`.
+    pub name: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,6 +88,8 @@ pub struct PeerSettings {
     pub id: u64,
     pub address: String,
     pub role: NodeRole,
+    /// Display name of that node in the admin API, when the file gives one.
+    pub name: Option<String>,
 }
 
 /// `[cluster]`: how to reach the others.
@@ -190,7 +195,15 @@ pub(super) fn check_cluster(c: &mut Checker<'_>, cl: &RawCluster, node: Option<&
                 NodeRole::Proxy
             }
         };
-        peers.push(PeerSettings { id, address: p.address.get_ref().clone(), role });
+        let name = p.name.as_ref().and_then(|n| {
+            let v = n.get_ref().trim();
+            if v.is_empty() || v.len() > 64 || v.chars().any(char::is_control) {
+                c.err(n, "peer name must be 1 to 64 printable characters");
+                return None;
+            }
+            Some(v.to_string())
+        });
+        peers.push(PeerSettings { id, address: p.address.get_ref().clone(), role, name });
     }
     if peers.is_empty() {
         c.err(&cl.peers, "peers must list every voting node, this one included");
@@ -321,6 +334,29 @@ name = "p"
   [[pool.backend]]
   address = "10.0.1.1:80"
 "#;
+
+    #[test]
+    fn admin_tls_is_read_on_a_cluster_node_and_refused_elsewhere() {
+        let with_tls = format!(
+            "{NODE}\n[admin]\nlisten = \"127.0.0.1:9090\"\ntls = {{ cert_file = \"/etc/a.crt\", key_file = \"/etc/a.key\" }}\n"
+        );
+        let c = Config::parse(&with_tls, "n.toml").unwrap();
+        let tls = c.admin.tls.expect("tls");
+        assert_eq!((tls.cert_file.to_str(), tls.key_file.to_str()), (Some("/etc/a.crt"), Some("/etc/a.key")));
+
+        let no_listen = "[node]\nid = 1\ndata_dir = \"/d\"\ncluster_listen = \"127.0.0.1:7400\"\n\
+                         [cluster]\npeers = [ { id = 1, address = \"127.0.0.1:7400\" } ]\nsecret_file = \"/s\"\n\
+                         [admin]\ntls = { cert_file = \"/a.crt\", key_file = \"/a.key\" }\n";
+        let e = Config::parse(no_listen, "n.toml").unwrap_err().to_string();
+        assert!(e.contains("[admin] tls needs [admin] listen"), "{e}");
+
+        let standalone = "[admin]\nlisten = \"127.0.0.1:9090\"\ntls = { cert_file = \"/a.crt\", key_file = \"\" }\n";
+        let e = Config::parse(standalone, "s.toml").unwrap_err().to_string();
+        assert!(e.contains("certificate file path must not be empty"), "{e}");
+        let standalone = standalone.replace("key_file = \"\"", "key_file = \"/a.key\"");
+        let e = Config::parse(&standalone, "s.toml").unwrap_err().to_string();
+        assert!(e.contains("applies to a cluster node's admin API"), "{e}");
+    }
 
     #[test]
     fn node_cluster_and_vip_sections_parse() {

@@ -102,6 +102,8 @@ pub struct AdminSettings {
     /// A node-local API token (never replicated, never logged); checked to exist
     /// and to have the token shape when the config is validated.
     pub token_file: Option<PathBuf>,
+    /// `tls = { cert_file, key_file }`: serve https (cluster nodes only).
+    pub tls: Option<CertificateFiles>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -119,7 +121,9 @@ pub struct AccessLogSettings {
     pub buffer: usize,
 }
 
-pub(super) fn check_admin(c: &mut Checker<'_>, a: Option<&RawAdmin>) -> AdminSettings {
+/// Checks `[admin]`; `cluster_node` says whether the file has a `[node]` (only a
+/// cluster node serves the admin API, and with it https).
+pub(super) fn check_admin(c: &mut Checker<'_>, a: Option<&RawAdmin>, cluster_node: bool) -> AdminSettings {
     let listen = a.and_then(|a| a.listen.as_ref()).and_then(|l| match l.get_ref().parse::<SocketAddr>() {
         Ok(addr) => Some(addr),
         Err(_) => {
@@ -131,13 +135,42 @@ pub(super) fn check_admin(c: &mut Checker<'_>, a: Option<&RawAdmin>) -> AdminSet
         a.and_then(|a| a.bootstrap_password_file.as_deref()).filter(|p| !p.is_empty()).map(PathBuf::from);
     let token_file =
         a.and_then(|a| a.token_file.as_ref()).and_then(|f| match read_token_file(Path::new(f.get_ref())) {
+            Ok(_) if !cluster_node => {
+                c.err(f, "[admin] token_file applies to a cluster node's admin API (it needs [node])");
+                None
+            }
             Ok(_) => Some(PathBuf::from(f.get_ref())),
             Err(e) => {
                 c.err(f, e);
                 None
             }
         });
-    AdminSettings { listen, bootstrap_password_file, token_file }
+    let tls = a.and_then(|a| a.tls.as_ref()).and_then(|t| {
+        let mut ok = true;
+        for f in [&t.cert_file, &t.key_file] {
+            if f.get_ref().is_empty() {
+                c.err(f, "certificate file path must not be empty");
+                ok = false;
+            }
+        }
+        if ok && listen.is_none() {
+            c.err(&t.cert_file, "[admin] tls needs [admin] listen");
+            ok = false;
+        }
+        if ok && !cluster_node {
+            c.err(
+                &t.cert_file,
+                "[admin] tls applies to a cluster node's admin API; without [node] the admin listener \
+                 only serves /metrics and /healthz over plain http",
+            );
+            ok = false;
+        }
+        ok.then(|| CertificateFiles {
+            cert_file: PathBuf::from(t.cert_file.get_ref()),
+            key_file: PathBuf::from(t.key_file.get_ref()),
+        })
+    });
+    AdminSettings { listen, bootstrap_password_file, token_file, tls }
 }
 
 /// Reads `[admin] token_file`: one token of the shape `quorumlb gen-token` prints.

@@ -94,6 +94,8 @@ pub struct RawAdmin {
     /// File holding a node-local API token (`quorumlb gen-token`), accepted as a
     /// bearer token on this node only; for scripts before any user exists.
     pub token_file: Option<Spanned<String>>,
+    /// Serve the admin API and panel over https with this certificate and key.
+    pub tls: Option<RawCertificate>,
 }
 
 #[derive(Debug, Deserialize)]

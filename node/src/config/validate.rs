@@ -190,7 +190,7 @@ fn check(c: &mut Checker<'_>, raw: RawConfig) -> Config {
             }
         }
     }
-    let admin = super::l7::check_admin(c, raw.admin.as_ref());
+    let admin = super::l7::check_admin(c, raw.admin.as_ref(), raw.node.is_some());
     let access_log = super::l7::check_access_log(c, raw.access_log.as_ref());
     Config { runtime, listeners, pools, node, cluster, vips, admin, access_log }
 }

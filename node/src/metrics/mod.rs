@@ -6,6 +6,7 @@
 //! counts, L4 listener counters) are copied in by hooks at scrape time.
 
 pub mod access_log;
+pub mod latency;
 pub mod server;
 
 use std::sync::{Arc, Mutex};

@@ -1,6 +1,7 @@
 //! TLS with rustls: the server side of https listeners (certificates from PEM
 //! files, chosen by SNI, swapped in place on reload) and the client side towards
-//! backends (`[pool.tls]`). Only aws-lc-rs is used as the crypto provider; TLS 1.2
+//! backends (`[pool.tls]`), and the admin listener's single certificate
+//! (`[admin] tls`). Only aws-lc-rs is used as the crypto provider; TLS 1.2
 //! and 1.3 only. What happens after the handshake is the L7 proxy's business.
 
 mod client;
@@ -110,6 +111,25 @@ pub fn server_config(resolver: Arc<SniResolver>) -> Result<Arc<ServerConfig>, ru
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// The server config of the admin listener: one certificate for every name (an
+/// operator often reaches it by IP, so no SNI and no DNS name is required), ALPN
+/// h2 and http/1.1, TLS 1.2/1.3. Read once at start.
+pub fn admin_server_config(files: &CertificateFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    let chain = read_certificates(&files.cert_file)?;
+    let key_pem = read(&files.key_file)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| TlsError::BadKey { path: files.key_file.clone(), why: e.to_string() })?;
+    let mismatch = |why: String| TlsError::Mismatch { cert: files.cert_file.clone(), key: files.key_file.clone(), why };
+    let mut cfg = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| mismatch(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .map_err(|e| mismatch(e.to_string()))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(cfg))
 }

@@ -123,8 +123,9 @@ async function loadDashboard() {
     el("td", {}, v.address),
     el("td", { class: "vip-owner" }, v.owner === null ? "unassigned" : (names[v.owner] || ("node " + v.owner))),
     el("td", { class: "num" }, v.epoch),
-    el("td", {}, v.lease_ms === null ? "–" : (v.lease_ms + " ms"
-      + (v.lease_remaining_ms === null ? "" : ", " + v.lease_remaining_ms + " ms left"))),
+    el("td", { class: "vip-lease" }, v.lease_ms === null ? "–" : (v.lease_ms + " ms"
+      + (v.lease_remaining_ms === null ? "" : ", " + v.lease_remaining_ms + " ms left")),
+      v.owner_error ? el("div", { class: "vip-error muted" }, "not held by the owner: " + v.owner_error) : null),
   )) : [el("tr", {}, el("td", { colspan: 4, class: "muted" }, "No VIPs configured."))]));
 }
 
@@ -245,13 +246,22 @@ async function loadPools() {
   // Keep a weight the operator is typing: skip the refresh while one has focus.
   if (container.contains(document.activeElement) && document.activeElement.type === "number") return;
   container.replaceChildren(...pools.map(p => el("div", { class: "pool", "data-pool": p.name },
-    el("h3", {}, p.name, " ", el("span", { class: "muted" }, p.algorithm)),
+    el("h3", {}, p.name, " ", el("span", { class: "muted" }, p.algorithm),
+      p.latency.samples ? el("span", { class: "muted pool-latency" },
+        " · p50 " + fmtNum(p.latency.p50_ms) + " ms, p99 " + fmtNum(p.latency.p99_ms) + " ms") : null),
     el("table", { "aria-label": "Backends of pool " + p.name },
       el("thead", {}, el("tr", {}, ...["Backend", "Health", "State", "Weight", "Conns", "Req/s", "Errors", "p50", "p95", "p99", "Actions"]
         .map(t => el("th", {}, t)))),
       el("tbody", {}, ...p.backends.map(b => backendRow(p.name, b)))),
   )));
   if (!pools.length) container.replaceChildren(el("p", { class: "muted" }, "No pools configured."));
+}
+
+// p50/p95/p99 in ms from the last 10-15 s; "–" when the backend had no traffic.
+function latencyCells(l) {
+  const title = l.samples + " samples in the last 10-15 s";
+  return ["p50", "p95", "p99"].map(q => el("td", { class: "num latency " + q, title },
+    l.samples ? fmtNum(l[q + "_ms"]) : "–"));
 }
 
 function backendRow(pool, b) {
@@ -266,9 +276,7 @@ function backendRow(pool, b) {
     el("td", { class: "num" }, b.active_connections),
     el("td", { class: "num" }, fmtNum(b.requests_per_sec)),
     el("td", { class: "num" }, fmtNum(b.error_rate * 100) + " %"),
-    el("td", { class: "num" }, fmtNum(b.latency.p50_ms)),
-    el("td", { class: "num" }, fmtNum(b.latency.p95_ms)),
-    el("td", { class: "num" }, fmtNum(b.latency.p99_ms)),
+    ...latencyCells(b.latency),
     el("td", { class: "actions" },
       el("button", { type: "button", class: "secondary drain", "aria-label": "Drain " + label, disabled: b.admin_state === "draining",
         onclick: () => backendAction(pool, b.address, "drain") }, "Drain"),
