@@ -88,6 +88,8 @@ pub struct NodeAdmin {
     dataplane: Option<Arc<DataPlane>>,
     session_key: Vec<u8>,
     rates: Mutex<Rates>,
+    /// This node's VIP owner tasks (proxy role): the lease left on a held VIP.
+    owners: Option<Arc<super::vip::Owners>>,
 }
 
 impl NodeAdmin {
@@ -97,7 +99,13 @@ impl NodeAdmin {
         dataplane: Option<Arc<DataPlane>>,
         session_key: Vec<u8>,
     ) -> NodeAdmin {
-        NodeAdmin { raft, local, dataplane, session_key, rates: Mutex::new(Rates::default()) }
+        NodeAdmin { raft, local, dataplane, session_key, rates: Mutex::new(Rates::default()), owners: None }
+    }
+
+    /// Shows the lease left on the VIPs these owner tasks hold (`lease_remaining_ms`).
+    pub fn with_owners(mut self, owners: Option<Arc<super::vip::Owners>>) -> NodeAdmin {
+        self.owners = owners;
+        self
     }
 
     fn state(&self) -> Arc<ClusterState> {
@@ -251,7 +259,12 @@ impl AdminBackend for NodeAdmin {
                 owner: a.owner,
                 epoch: a.epoch,
                 lease_ms: leases.get(&a.vip).copied(),
-                lease_remaining_ms: None,
+                // Only the node holding the address has a lease to show.
+                lease_remaining_ms: self
+                    .owners
+                    .as_ref()
+                    .and_then(|o| o.lease_remaining(&a.vip))
+                    .map(|d| d.as_millis() as u64),
             })
             .collect();
         let owned_vips = if self.dataplane.is_some() {
