@@ -36,11 +36,23 @@ enum Command {
     },
     /// Operate a running cluster through its admin API.
     Ctl(quorumlb::ctl::CtlArgs),
-    /// Start three demo backends and a proxy on 127.0.0.1 (no root, no file).
+    /// Start three demo backends and a proxy on 127.0.0.1 (no root, no file); with
+    /// --lab (root), a whole active/standby pair in network namespaces instead.
     Demo {
         /// Where the demo proxy listens.
         #[arg(long, default_value = "127.0.0.1:18080")]
         listen: SocketAddr,
+        /// Root only: build the netns lab (deploy/lab/up.sh) with this binary: two
+        /// proxies sharing a VIP, a witness, three backends and a client. Honours
+        /// QLAB_PREFIX and QLAB_DIR.
+        #[arg(long, conflicts_with = "lab_down")]
+        lab: bool,
+        /// Remove the lab again (deploy/lab/down.sh).
+        #[arg(long)]
+        lab_down: bool,
+        /// Where up.sh and down.sh are, if not in this binary's source tree or ./deploy/lab.
+        #[arg(long)]
+        lab_scripts: Option<PathBuf>,
     },
 }
 
@@ -71,7 +83,9 @@ fn main() -> ExitCode {
             };
             exit(block_on(cfg.runtime.workers, run(config, cfg)))
         }
-        Command::Demo { listen } => exit(block_on(0, demo(listen))),
+        Command::Demo { lab: true, lab_scripts, .. } => exit(quorumlb::demo::lab(false, lab_scripts.as_deref())),
+        Command::Demo { lab_down: true, lab_scripts, .. } => exit(quorumlb::demo::lab(true, lab_scripts.as_deref())),
+        Command::Demo { listen, .. } => exit(block_on(0, demo(listen))),
         Command::Ctl(args) => exit(block_on(1, quorumlb::ctl::run(args))),
     }
 }
@@ -210,6 +224,10 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     println!("  curl http://{}/toggle-health   # make backend-1 fail its health checks; watch it leave", backends[0]);
     println!();
     println!("Configuration in use:\n{text}");
+    if nix::unistd::Uid::effective().is_root() {
+        println!("Running as root: `quorumlb demo --lab` builds a real active/standby pair with a failing-over VIP");
+        println!("in network namespaces instead (deploy/lab/up.sh).");
+    }
     println!("Ctrl-C to stop.");
     serve_until_signal(&dp, None, grace).await
 }
