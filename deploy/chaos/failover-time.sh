@@ -71,12 +71,16 @@ def load(path):
             pass
     return out
 
-rows, times, bad = [], [], 0
+rows, times, bad, errs = [], [], 0, {}
 for r in load(sys.argv[1]):
     recs = [x for x in load(r["load"]) if x["t0"] >= r["t_kill"] - 0.2 and x["t1"] <= r["t_stop"]]
     first = min((x["t1"] for x in recs if x.get("ok") and x.get("lb") == r["new_ip"] and x["t1"] > r["t_kill"]), default=None)
     ms = None if first is None else round((first - r["t_kill"]) * 1000)
     failed = sum(1 for x in recs if not x.get("ok"))
+    for x in recs:
+        if not x.get("ok"):
+            e = x.get("err") or f"HTTP {x.get('st')}"
+            errs[e] = errs.get(e, 0) + 1
     retried = sum(1 for x in recs if "rt" in x)
     if ms is None:
         bad += 1
@@ -94,6 +98,11 @@ if times:
           f"min {min(times)} ms, median {round(statistics.median(times))} ms, max {max(times)} ms")
 print(f"requests after the kill: {sum(r[5] for r in rows)} sent, {sum(r[6] for r in rows)} failed, "
       f"{sum(r[7] for r in rows)} retried on a new connection")
+if errs:
+    # A killed owner's kernel lives on: until its lease fence closes it refuses
+    # (RST) connections to the VIP, and each load client retries every 10 ms, so
+    # refusals dominate the count; timeouts are requests that met silence.
+    print("failed by error: " + ", ".join(f"{k} {v}" for k, v in sorted(errs.items(), key=lambda kv: -kv[1])))
 if bad:
     print(f"{bad} run(s) without a good response through a new owner", file=sys.stderr)
     sys.exit(1)
