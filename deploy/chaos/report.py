@@ -238,7 +238,14 @@ def main():
     if a.config.startswith("lost"):
         why.append("committed config lost: " + a.config)
     if a.expect_failover == "yes" and not new:
-        why.append("the VIP never moved away from the faulty owner")
+        if t_fault is not None and len(old) != 1:
+            # Not the scenario's fault: the VIP was already without a single owner
+            # when the fault came (a leader election or lease loss just before).
+            before = [(round(ts - t_fault, 3), o) for ts, o in timeline if ts <= t_fault][-3:]
+            why.append(f"no single VIP owner at the moment of the fault (owners {old}; last changes, "
+                       f"s relative to the fault: {before}): the cluster moved the VIP on its own just before")
+        else:
+            why.append("the VIP never moved away from the faulty owner")
     if a.expect_failover == "no" and new:
         why.append(f"the VIP moved ({old[0]}->{new}) although the scenario should not move it")
     end = timeline[-1][1] if timeline else []
