@@ -8,14 +8,25 @@
                     (the weight is read back from GET /api/v1/pools/web on each proxy)
   check MARK        every node must report config_version >= version and the weight;
                     prints "ok", "lost:<why>" or "n/a:<why>"
+  leader            print the name of the Raft leader (lb1, lb2, wit) or "-"
+  lease OWNER       the owner's GET /api/v1/cluster must show lease_remaining_ms for each
+                    VIP it owns, within (0, lease_ms], and every other node null; prints
+                    "ok:<ms>" or "bad:<why>"
+  set-preempt true|false [--delay-ms N]
+                    rewrite `preempt` / `preempt_delay_ms` of every [[vip]] in the cluster
+                    config (GET + PUT /api/v1/config with base_version) and print the new
+                    config version
 
-Logs in as `admin` with the lab's bootstrap password ($QLAB_DIR/etc/admin.pass).
-Standard library only.
+Logs in as `admin` with the lab's bootstrap password ($QLAB_DIR/etc/admin.pass) and
+keeps the session in $QLAB_DIR/admin-sessions.json, so the many short runs of a chaos
+suite do not hit the admin API's login rate limit (a session the node refuses is
+replaced by a new login). Standard library only.
 """
 
 import argparse
 import http.client
 import json
+import os
 import sys
 import time
 
@@ -25,12 +36,47 @@ POOL = "web"
 BACKEND = "10.10.0.23:8080"
 
 
-class Api:
-    def __init__(self, host, password, timeout=2.0):
-        self.host, self.password, self.timeout = host, password, timeout
-        self.cookie = self.csrf = None
+class Sessions:
+    """Session cookies by host, kept in a file between runs of this script."""
 
-    def req(self, method, path, body=None, auth=True):
+    def __init__(self, path):
+        self.path = path
+        try:
+            with open(path) as f:
+                self.data = json.load(f)
+        except (OSError, ValueError):
+            self.data = {}
+
+    def get(self, host):
+        s = self.data.get(host)
+        return (s["cookie"], s["csrf"]) if isinstance(s, dict) and "cookie" in s and "csrf" in s else (None, None)
+
+    def put(self, host, cookie, csrf):
+        self.data[host] = {"cookie": cookie, "csrf": csrf}
+        tmp = self.path + ".tmp"
+        try:
+            with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+                json.dump(self.data, f)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # only a cache
+
+
+class Api:
+    def __init__(self, host, password, timeout=2.0, sessions=None):
+        self.host, self.password, self.timeout = host, password, timeout
+        self.sessions = sessions
+        self.cookie, self.csrf = sessions.get(host) if sessions else (None, None)
+
+    def req(self, method, path, body=None, auth=True, retry=True):
+        st, r, data = self._req(method, path, body, auth)
+        if auth and retry and st in (401, 403):
+            # The cached session expired or the node forgot it: log in again, once.
+            self.cookie = None
+            st, r, data = self._req(method, path, body, auth)
+        return st, r, data
+
+    def _req(self, method, path, body=None, auth=True):
         c = http.client.HTTPConnection(self.host, PORT, timeout=self.timeout)
         headers = {"content-type": "application/json"}
         if auth:
@@ -56,6 +102,8 @@ class Api:
             raise RuntimeError(f"login on {self.host}: HTTP {r.status} {data[:200]!r}")
         self.cookie = "; ".join(v.split(";", 1)[0] for k, v in r.getheaders() if k.lower() == "set-cookie")
         self.csrf = json.loads(data)["csrf_token"]
+        if self.sessions:
+            self.sessions.put(self.host, self.cookie, self.csrf)
 
     def json(self, method, path, body=None):
         st, _, data = self.req(method, path, body)
@@ -66,7 +114,8 @@ class Api:
 
 def apis(d):
     pw = open(f"{d}/etc/admin.pass").read().strip()
-    return {n: Api(ip, pw) for n, ip in NODES.items()}
+    sessions = Sessions(f"{d}/admin-sessions.json")
+    return {n: Api(ip, pw, sessions=sessions) for n, ip in NODES.items()}
 
 
 def cluster_views(a):
@@ -90,6 +139,27 @@ def weight_on(api):
     return None
 
 
+def set_preempt(text, preempt, delay_ms):
+    """The config text with `preempt`/`preempt_delay_ms` of every [[vip]] replaced."""
+    out, in_vip = [], False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("["):
+            in_vip = stripped == "[[vip]]"
+            out.append(line)
+            if in_vip:
+                out.append(f"preempt = {preempt}")
+                out.append(f"preempt_delay_ms = {delay_ms}")
+            continue
+        key = stripped.split("=", 1)[0].strip()
+        if in_vip and key in ("preempt", "preempt_delay_ms"):
+            continue
+        out.append(line)
+    if not any(l.strip() == "[[vip]]" for l in out):
+        raise RuntimeError("the cluster config has no [[vip]]")
+    return "\n".join(out) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--dir", required=True)
@@ -100,12 +170,65 @@ def main():
     sub.add_parser("mark")
     c = sub.add_parser("check")
     c.add_argument("mark")
+    sub.add_parser("leader")
+    ls = sub.add_parser("lease")
+    ls.add_argument("owner", choices=sorted(NODES))
+    sp = sub.add_parser("set-preempt")
+    sp.add_argument("preempt", choices=["true", "false"])
+    sp.add_argument("--delay-ms", type=int, default=0)
     a = ap.parse_args()
     nodes = apis(a.dir)
 
     if a.cmd == "cluster":
         print(json.dumps(cluster_views(nodes), indent=1))
         return 0
+
+    if a.cmd == "leader":
+        ids = {1: "lb1", 2: "lb2", 3: "wit"}
+        for v in cluster_views(nodes).values():
+            if v.get("leader") is not None:
+                print(ids.get(v["leader"], str(v["leader"])))
+                return 0
+        print("-")
+        return 0
+
+    if a.cmd == "lease":
+        views = cluster_views(nodes)
+        problems, shown = [], None
+        for n, v in views.items():
+            if "error" in v:
+                problems.append(f"{n}: {v['error'][:80]}")
+                continue
+            for vip in v.get("vips", []):
+                left = vip.get("lease_remaining_ms")
+                if n == a.owner and vip.get("owner") == v.get("node_id"):
+                    if left is None or not 0 < left <= (vip.get("lease_ms") or 0):
+                        problems.append(f"{n}: lease_remaining_ms={left} lease_ms={vip.get('lease_ms')}")
+                    shown = left
+                elif left is not None:
+                    problems.append(f"{n} does not own {vip.get('address')} but shows lease_remaining_ms={left}")
+        if shown is None and not problems:
+            problems.append(f"{a.owner} is not the owner in its own view")
+        print("bad:" + "; ".join(problems) if problems else f"ok:{shown}")
+        return 0
+
+    if a.cmd == "set-preempt":
+        if not 0 <= a.delay_ms <= 600_000:
+            print("--delay-ms must be within 0..600000", file=sys.stderr)
+            return 2
+        last_err = None
+        for api in nodes.values():
+            try:
+                doc = api.json("GET", "/api/v1/config")
+                text = set_preempt(doc["toml"], a.preempt, a.delay_ms)
+                ack = api.json("PUT", "/api/v1/config", {"toml": text, "base_version": doc["version"],
+                                                         "comment": f"chaos: preempt={a.preempt} delay={a.delay_ms}ms"})
+                print(ack.get("config_version"))
+                return 0
+            except Exception as e:  # noqa: BLE001
+                last_err = e
+        print(f"set-preempt failed: {last_err}", file=sys.stderr)
+        return 1
 
     if a.cmd == "wait-healthy":
         start = time.monotonic()

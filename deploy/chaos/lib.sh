@@ -30,6 +30,7 @@ chaos_spawn_root() {
   shift
   "$@" </dev/null >>"$QLAB_DIR/log/$name.log" 2>&1 &
   pid=$!
+  disown "$pid" 2>/dev/null || true
   echo "$name $pid $(qlab_starttime "$pid")" >>"$QLAB_DIR/procs"
   echo "$pid $(qlab_starttime "$pid")" >"$QLAB_DIR/pids/$name.pid"
 }
@@ -55,10 +56,11 @@ chaos_begin() {
   CHAOS_STANDBY=$(chaos_standby "$CHAOS_ACTIVE")
   qlab_log "$CHAOS_NAME: active=$CHAOS_ACTIVE standby=$CHAOS_STANDBY run=$CHAOS_RUN"
   chaos_cfg_mark
+  chaos_lease_check
   local nsargs=() p
   for p in "${QLAB_PROXIES[@]}"; do nsargs+=(--ns "$p=$(qlab_ns "$p")"); done
   chaos_spawn_root "sampler-$CHAOS_NAME" python3 -u "$QLAB_CHAOS/sampler.py" --vip "$QLAB_VIP" "${nsargs[@]}" \
-    --client-ns "$(qlab_ns client)" --client-ip "$(qlab_ip client)" --duration "$CHAOS_MAX_S" \
+    --client-ns "$(qlab_ns client)" --client-ip "$(qlab_ip client)" --probe-ip "$QLAB_NET.3" --duration "$CHAOS_MAX_S" \
     --out "$CHAOS_RUN/samples.jsonl"
   qlab_spawn "load-$CHAOS_NAME" client python3 -u "$QLAB_CHAOS/load.py" --vip "$QLAB_VIP" \
     --port "$QLAB_HTTP_PORT" --tcp-port "$QLAB_TCP_PORT" --duration "$CHAOS_MAX_S" \
@@ -125,16 +127,81 @@ chaos_cfg_check() {
     2>>"$CHAOS_RUN/admin.log" || true
 }
 
+# GET /api/v1/cluster on the owner shows the lease it has left (and nobody else
+# shows one); a wrong or missing value fails the scenario's report.
+chaos_lease_check() {
+  CHAOS_LEASE=n/a
+  [ "$(qlab_mode)" = pair ] || return 0
+  CHAOS_LEASE=$(ip netns exec "$(qlab_ns client)" python3 "$QLAB_CHAOS/admin.py" --dir "$QLAB_DIR" lease "$CHAOS_ACTIVE" \
+    2>>"$CHAOS_RUN/admin.log") || CHAOS_LEASE="bad:admin.py failed"
+  qlab_log "lease on the owner: $CHAOS_LEASE"
+}
+
 chaos_finish() {
   sleep "$CHAOS_SETTLE_S"
   qlab_stop "load-$CHAOS_NAME" TERM 10
   qlab_stop "sampler-$CHAOS_NAME" TERM 5
-  local cfg lbargs=() p rc=0
+  local cfg lbargs=() leasearg=() p rc=0
+  [[ ${CHAOS_LEASE:-} == bad:* ]] && leasearg=(--fail "GET /api/v1/cluster lease_remaining_ms: $CHAOS_LEASE")
   cfg=$(chaos_cfg_check)
   [ -n "$cfg" ] || cfg="lost:check-gave-no-answer"
-  for p in "${QLAB_PROXIES[@]}"; do lbargs+=(--lb "$p=$(qlab_ip "$p")"); done
+  for p in "${QLAB_PROXIES[@]}"; do lbargs+=(--lb "$p=$(qlab_ip "$p")" --mac "$p=$(qlab_mac "$p")"); done
   python3 "$QLAB_CHAOS/report.py" --scenario "$CHAOS_NAME" --load "$CHAOS_RUN/load.jsonl" \
     --samples "$CHAOS_RUN/samples.jsonl" --events "$CHAOS_RUN/events.jsonl" "${lbargs[@]}" \
-    --config "$cfg" --results "$QLAB_DIR/results.jsonl" "$@" | tee "$CHAOS_RUN/report.txt" || rc=$?
+    --config "$cfg" --results "$QLAB_DIR/results.jsonl" "${leasearg[@]}" "$@" | tee "$CHAOS_RUN/report.txt" || rc=$?
   return $rc
+}
+
+# Sets preempt / preempt_delay_ms of the lab's VIP through the admin API (a
+# committed config change); logs to $QLAB_DIR/log/admin.log.
+chaos_set_preempt() {
+  ip netns exec "$(qlab_ns client)" python3 "$QLAB_CHAOS/admin.py" --dir "$QLAB_DIR" set-preempt "$1" --delay-ms "$2" \
+    >/dev/null 2>>"$QLAB_DIR/log/admin.log" || { qlab_log "could not set preempt=$1 (see $QLAB_DIR/log/admin.log)"; return 1; }
+  qlab_log "VIP preempt=$1 preempt_delay_ms=$2"
+}
+
+# Waits (bounded) until NODE alone owns the VIP.
+chaos_wait_owner() {
+  local node=$1 timeout_s=${2:-10} i
+  for ((i = 0; i < timeout_s * 20; i++)); do
+    [ "$(qlab_vip_owners)" = "$node" ] && return 0
+    sleep 0.05
+  done
+  return 1
+}
+
+# Failback after kill -9 of the preferred node (lb1, priority 150), with preempt
+# on (PREEMPT=true: it takes the VIP back CHAOS_PREEMPT_DELAY_MS after it is back,
+# never sooner) or off (the VIP stays on lb2). The lab's default (preempt = false)
+# is restored at the end.
+chaos_failback() {
+  local preempt=$1 name=$2 delay=${CHAOS_PREEMPT_DELAY_MS:-3000} preferred=lb1 other=lb2
+  qlab_need_root
+  qlab_require_up
+  [ "$(qlab_mode)" = pair ] || qlab_die "$name needs the cluster (QLAB_MODE=pair)"
+  # Set-up, not measured: the preferred node owns the VIP (preempt brings it
+  # home), then preempt as the scenario wants it.
+  chaos_set_preempt true "$delay" || exit 1
+  chaos_wait_owner "$preferred" $((delay / 1000 + 20)) ||
+    qlab_die "$preferred did not take the VIP back for the set-up (owners: '$(qlab_vip_owners)')"
+  [ "$preempt" = true ] || chaos_set_preempt false "$delay" || exit 1
+  chaos_begin "$name"
+  chaos_undo "chaos_set_preempt false 0"
+  [ "$CHAOS_ACTIVE" = "$preferred" ] || qlab_die "$preferred should own the VIP, $CHAOS_ACTIVE does"
+  chaos_event fault
+  qlab_stop "$preferred" KILL 5
+  chaos_wait_moved "$preferred" 15 >/dev/null || qlab_log "VIP did not move within 15 s"
+  chaos_event restart
+  qlab_start_node "$preferred"
+  chaos_wait_cluster 30
+  local args=(--expect-failover yes)
+  if [ "$preempt" = true ]; then
+    chaos_wait_owner "$preferred" $((delay / 1000 + 15)) || qlab_log "$preferred did not take the VIP back"
+    args+=(--expect-owner "$preferred" --expect-moves 2 --min-failback-ms "$delay")
+  else
+    # Give a preempt (wrongly) every chance to happen: the delay and 3 s more.
+    sleep $((delay / 1000 + 3))
+    args+=(--expect-owner "$other" --expect-moves 1)
+  fi
+  chaos_finish "${args[@]}"
 }

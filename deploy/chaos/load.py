@@ -9,6 +9,20 @@ Runs in the client namespace. Kinds of traffic, each a set of independent worker
 Each record: t0/t1 (CLOCK_MONOTONIC seconds, shared with the sampler), kind, session,
 ok, status or error, backend (x-backend) and lb (x-peer: the proxy node address the
 backend saw, i.e. which load balancer answered). Standard library only.
+
+It behaves like a real HTTP client (curl, browsers, HTTP client libraries) in two
+places, and says so in its records:
+- Connect timeout (--connect-timeout-ms, default 3 s) is longer than the first SYN
+  retransmission (1 s on Linux): a SYN that finds nobody answering (a VIP on its
+  way to the standby, or an owner dropping new connections while it drains) is
+  sent again, as any client's kernel does. The wait shows in the request's t1-t0.
+- Retry on a reused connection: when a keep-alive connection that already carried
+  a response is found closed (EOF or reset) before a single byte of the next
+  response arrived, the server never processed the request (RFC 9112 9.3.1 and
+  RFC 9110 9.2.2: an idempotent request may be retried), so the GET is sent once
+  more on a new connection. The record then has `rt` (what the first try got) and
+  the report counts it as http_retried. Nothing else is retried: a timeout, an
+  error on a fresh connection, a partial or bad response all count as failed.
 """
 
 import argparse
@@ -32,8 +46,16 @@ class Log:
         self.f.close()
 
 
+class NoResponse(Exception):
+    """The connection closed (EOF or reset) before the first byte of a response."""
+
+
 async def read_response(reader):
-    head = await reader.readuntil(b"\r\n\r\n")
+    try:
+        first = await reader.readexactly(1)
+    except (asyncio.IncompleteReadError, ConnectionError) as e:
+        raise NoResponse(type(e).__name__) from e
+    head = first + await reader.readuntil(b"\r\n\r\n")
     lines = head.decode("latin1").split("\r\n")
     status = int(lines[0].split(" ")[1])
     headers = []
@@ -53,34 +75,46 @@ async def http_worker(a, log, kind, sid, deadline):
     cookies = {}
     path = {"plain": "/", "cookie": f"/c/{sid}", "header": f"/h/{sid}"}[kind]
     interval = a.interval_ms / 1000.0
+    connect_timeout = a.connect_timeout_ms / 1000.0
+    timeout = a.timeout_ms / 1000.0
     while mono() < deadline:
         t0 = mono()
         rec = dict(k=kind, s=sid)
-        try:
-            if writer is None:
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(a.vip, a.port), timeout=a.timeout_ms / 1000.0
-                )
-            req = f"GET {path} HTTP/1.1\r\nHost: {a.vip}\r\n"
-            if kind == "header":
-                req += f"x-session: {sid}\r\n"
-            if cookies:
-                req += "Cookie: " + "; ".join(f"{k}={v}" for k, v in cookies.items()) + "\r\n"
-            writer.write((req + "\r\n").encode())
-            status, headers, h, _ = await asyncio.wait_for(read_response(reader), timeout=a.timeout_ms / 1000.0)
-            for k, v in headers:
-                if k == "set-cookie":
-                    name, _, rest = v.partition("=")
-                    cookies[name.strip()] = rest.split(";", 1)[0].strip()
-            rec.update(ok=status == 200, st=status, be=h.get("x-backend"), lb=h.get("x-peer"))
-            if h.get("connection", "").lower() == "close":
-                writer.close()
+        tries = 0
+        while True:
+            tries += 1
+            reused = writer is not None
+            try:
+                if writer is None:
+                    reader, writer = await asyncio.wait_for(
+                        asyncio.open_connection(a.vip, a.port), timeout=connect_timeout
+                    )
+                req = f"GET {path} HTTP/1.1\r\nHost: {a.vip}\r\n"
+                if kind == "header":
+                    req += f"x-session: {sid}\r\n"
+                if cookies:
+                    req += "Cookie: " + "; ".join(f"{k}={v}" for k, v in cookies.items()) + "\r\n"
+                writer.write((req + "\r\n").encode())
+                status, headers, h, _ = await asyncio.wait_for(read_response(reader), timeout=timeout)
+                for k, v in headers:
+                    if k == "set-cookie":
+                        name, _, rest = v.partition("=")
+                        cookies[name.strip()] = rest.split(";", 1)[0].strip()
+                rec.update(ok=status == 200, st=status, be=h.get("x-backend"), lb=h.get("x-peer"))
+                if h.get("connection", "").lower() == "close":
+                    writer.close()
+                    reader = writer = None
+                break
+            except Exception as e:  # noqa: BLE001 - every failure is a data point
+                if writer is not None:
+                    writer.close()
                 reader = writer = None
-        except Exception as e:  # noqa: BLE001 - every failure is a data point
-            rec.update(ok=False, err=type(e).__name__)
-            if writer is not None:
-                writer.close()
-            reader = writer = None
+                if isinstance(e, NoResponse) and reused and tries == 1:
+                    # A kept-alive connection the server had closed: retry once.
+                    rec["rt"] = str(e)
+                    continue
+                rec.update(ok=False, err=type(e).__name__)
+                break
         t1 = mono()
         rec.update(t0=round(t0, 4), t1=round(t1, 4))
         log.write(**rec)
@@ -100,7 +134,7 @@ async def tcp_worker(a, log, sid, deadline):
         try:
             if writer is None:
                 reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(a.vip, a.tcp_port), timeout=a.timeout_ms / 1000.0
+                    asyncio.open_connection(a.vip, a.tcp_port), timeout=a.connect_timeout_ms / 1000.0
                 )
                 rec["new"] = True
             seq += 1
@@ -135,7 +169,8 @@ async def main():
     ap.add_argument("--header", type=int, default=6)
     ap.add_argument("--tcp", type=int, default=2)
     ap.add_argument("--interval-ms", type=float, default=40)
-    ap.add_argument("--timeout-ms", type=float, default=500)
+    ap.add_argument("--timeout-ms", type=float, default=500, help="per request, from sending it to the whole answer")
+    ap.add_argument("--connect-timeout-ms", type=float, default=3000, help="TCP connect (covers SYN retransmissions)")
     a = ap.parse_args()
     if not 0 < a.duration <= 3600:
         sys.exit("duration must be in (0, 3600] s")

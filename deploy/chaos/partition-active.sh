@@ -23,4 +23,4 @@ sleep "$hold_s"
 chaos_event heal
 ip netns exec "$ns" nft delete table inet qlab_chaos
 chaos_wait_cluster 30
-chaos_finish --expect-failover yes
+chaos_finish --expect-failover yes --no-double-addr

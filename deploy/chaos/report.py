@@ -8,6 +8,14 @@ sticky:      a cookie/header session is kept if every good answer came from the
              backend of its first answer; sessions homed on a backend the scenario
              takes down on purpose (--exempt-backend) are not judged.
 double_owner / double_arp: from sampler.py; must be 0.
+http_retried: requests load.py sent again after a kept-alive connection closed
+             before any response byte (what a real client does); not failures.
+neigh_flip:  after a move, the client's neighbour entry for the VIP names the new
+             owner's MAC (yes/no, and ms after the new owner took the address).
+sticky_across: sessions answered through the old owner before the move and the new
+             one after it: kept/broken (they are also in sticky_kept/broken).
+arp_quiet_ms (--check-arp-fence): the old owner's last ARP answer for the VIP ended
+             this long before the new owner took the address; must be >= 0.
 Prints `key=value ...` on stdout and appends a JSON record to --results.
 """
 
@@ -39,6 +47,17 @@ def main():
     ap.add_argument("--samples", required=True)
     ap.add_argument("--events", required=True)
     ap.add_argument("--lb", action="append", default=[], help="NAME=IP of a proxy node")
+    ap.add_argument("--mac", action="append", default=[], help="NAME=MAC of a proxy node's interface")
+    ap.add_argument("--max-http-failed", type=int, help="fail if more HTTP requests than this failed")
+    ap.add_argument("--no-double-addr", action="store_true",
+                    help="fail if two nodes ever held the address at all (a live, cut-off or leaving owner "
+                         "must remove it before the next takes it)")
+    ap.add_argument("--check-arp-fence", action="store_true",
+                    help="fail unless the old owner stopped answering ARP before the new one took the VIP")
+    ap.add_argument("--expect-owner", help="the proxy that must own the VIP at the end")
+    ap.add_argument("--expect-moves", type=int, help="exact number of owner changes")
+    ap.add_argument("--min-failback-ms", type=int,
+                    help="the VIP must return to the old owner no sooner than this after the 'restart' event")
     ap.add_argument("--expect-failover", choices=["yes", "no", "any"], default="any")
     ap.add_argument("--exempt-backend", action="append", default=[])
     ap.add_argument("--allow-double-arp", action="store_true", help="report double ARP answers but do not fail on them")
@@ -48,11 +67,15 @@ def main():
     a = ap.parse_args()
 
     ip_of = dict(x.split("=", 1) for x in a.lb)
+    mac_of = {k: v.lower() for k, v in (x.split("=", 1) for x in a.mac)}
     recs = load_jsonl(a.load)
     samples = load_jsonl(a.samples)
     events = load_jsonl(a.events)
     summary = next((s["summary"] for s in samples if "summary" in s), {})
     timeline = [(s["t"], s["owners"]) for s in samples if "owners" in s]
+    holders_tl = [(s["t"], s["holders"]) for s in samples if "holders" in s]
+    neigh_tl = [(s["t"], s["neigh"]) for s in samples if "neigh" in s]
+    arp_tl = sorted((s["t"], s["arp"]) for s in samples if "arp" in s)
     ev = {e["ev"]: e["t"] for e in events}
     t_fault = ev.get("fault")
 
@@ -62,6 +85,7 @@ def main():
     res = dict(scenario=a.scenario)
     res["http_sent"] = len(http)
     res["http_failed"] = len(http) - len(ok)
+    res["http_retried"] = sum(1 for r in http if "rt" in r)
 
     # TCP streams: longest silence between good echoes of one stream, reconnects.
     gaps, reconnects, last_ok = [], 0, {}
@@ -134,6 +158,45 @@ def main():
             if lasts:
                 res["failover_ms"] = round((t_new - lasts[-1]) * 1000)
         res["moved"] = f"{old[0]}->{new}"
+    # The client's neighbour entry, the ARP silence of the old owner, and sticky
+    # sessions that were answered on both sides of the move.
+    res["neigh_flip"] = None
+    res["sticky_across"] = None
+    t_new_hold = None
+    if new and old:
+        t_new_hold = next((ts for ts, h in holders_tl if ts > t_fault and new in h), None)
+        new_mac = mac_of.get(new)
+        if new_mac and t_new_hold is not None:
+            flip = next((ts for ts, m in neigh_tl if ts >= t_new_hold and (m or "").lower() == new_mac), None)
+            after = [m for ts, m in neigh_tl if ts >= t_new_hold]
+            res["neigh_flip"] = "no" if flip is None else f"yes:{round((flip - t_new_hold) * 1000)}ms"
+            res["neigh_end"] = (after[-1] if after else (neigh_tl[-1][1] if neigh_tl else None))
+        old_ip, new_ip = ip_of.get(old[0]), ip_of.get(new)
+        across_kept = across_broken = 0
+        for key in homes:
+            if homes[key] in a.exempt_backend:
+                continue
+            rs = [r for r in ok if (r["k"], r["s"]) == key]
+            before = [r for r in rs if r.get("lb") == old_ip and r["t1"] <= t_fault]
+            later = [r for r in rs if r.get("lb") == new_ip and r["t1"] > t_fault]
+            if before and later:
+                if all(r.get("be") == before[-1].get("be") for r in later):
+                    across_kept += 1
+                else:
+                    across_broken += 1
+        res["sticky_across"] = f"{across_kept}/{across_broken}"
+    res["arp_quiet_ms"] = None
+    if a.check_arp_fence and old and t_new_hold is not None and mac_of.get(old[0]):
+        old_mac = mac_of[old[0]]
+        end = None  # end of the old owner's last ARP answering period before the takeover
+        for i, (ts, macs) in enumerate(arp_tl):
+            if ts >= t_new_hold:
+                break
+            if old_mac in macs:
+                end = arp_tl[i + 1][0] if i + 1 < len(arp_tl) else float("inf")
+        if end is not None:
+            res["arp_quiet_ms"] = round((t_new_hold - end) * 1000) if end != float("inf") else -1
+
     # Every change of owner, and time with no owner at all (informational: with
     # preempt = false one fault should move the VIP once; a heal or a leader change
     # that drops or moves it again shows up here).
@@ -144,6 +207,13 @@ def main():
                 moves += 1
             prev = o[0]
     res["vip_moves"] = moves
+    # Failback: the VIP came back to the node it moved away from (preempt).
+    res["failback_ms"] = None
+    t_restart = ev.get("restart")
+    if new and old and t_restart is not None:
+        back = [ts for ts, o in timeline if ts > t_restart and o == [old[0]]]
+        if back:
+            res["failback_ms"] = round((back[0] - t_restart) * 1000)
     no_owner = 0.0
     for (t0, o), (t1, _) in zip(timeline, timeline[1:]):
         if not o:
@@ -168,12 +238,43 @@ def main():
     if a.config.startswith("lost"):
         why.append("committed config lost: " + a.config)
     if a.expect_failover == "yes" and not new:
-        why.append("the VIP never moved away from the faulty owner")
+        if t_fault is not None and len(old) != 1:
+            # Not the scenario's fault: the VIP was already without a single owner
+            # when the fault came (a leader election or lease loss just before).
+            before = [(round(ts - t_fault, 3), o) for ts, o in timeline if ts <= t_fault][-3:]
+            why.append(f"no single VIP owner at the moment of the fault (owners {old}; last changes, "
+                       f"s relative to the fault: {before}): the cluster moved the VIP on its own just before")
+        else:
+            why.append("the VIP never moved away from the faulty owner")
     if a.expect_failover == "no" and new:
         why.append(f"the VIP moved ({old[0]}->{new}) although the scenario should not move it")
     end = timeline[-1][1] if timeline else []
     if len(end) != 1:
         why.append(f"VIP owners at the end: {end}")
+    if a.expect_owner and end != [a.expect_owner]:
+        why.append(f"VIP owned by {end} at the end, expected {a.expect_owner}")
+    if a.expect_moves is not None and res["vip_moves"] != a.expect_moves:
+        why.append(f"the VIP changed owner {res['vip_moves']} times, expected {a.expect_moves}")
+    if a.max_http_failed is not None and res["http_failed"] > a.max_http_failed:
+        errs = {}
+        for r in http:
+            if not r.get("ok"):
+                errs[r.get("err") or r.get("st")] = errs.get(r.get("err") or r.get("st"), 0) + 1
+        why.append(f"{res['http_failed']} HTTP requests failed (at most {a.max_http_failed} allowed): {errs}")
+    if a.min_failback_ms is not None and (res["failback_ms"] is None or res["failback_ms"] < a.min_failback_ms):
+        why.append(f"failback after {res['failback_ms']} ms, expected no sooner than {a.min_failback_ms} ms")
+    if a.no_double_addr and (summary.get("double_addr") or 0) > 0:
+        why.append(f"two nodes held the VIP address at {summary.get('double_addr')} sampled instants")
+    if a.expect_failover == "yes" and new and mac_of.get(new) and res["neigh_flip"] == "no":
+        why.append(f"the client's neighbour entry for the VIP never named {new}'s MAC {mac_of[new]} "
+                   f"(entries after the move: {[m for ts, m in neigh_tl if ts >= (t_new_hold or 0)][:5]})")
+    if res.get("sticky_across") and not res["sticky_across"].endswith("/0"):
+        why.append(f"sticky sessions answered on both sides of the move changed backend: {res['sticky_across']}")
+    if a.check_arp_fence:
+        if res["arp_quiet_ms"] is None:
+            why.append("cannot tell when the old owner stopped answering ARP (no move or no ARP data)")
+        elif res["arp_quiet_ms"] < 0:
+            why.append("the old owner still answered ARP for the VIP when the new owner took it")
     tail = [r for r in http if http and r["t1"] > http[-1]["t1"] - 1.0]
     if not any(r.get("ok") for r in tail):
         why.append("no good HTTP answer in the last second of load")
@@ -181,9 +282,10 @@ def main():
     if why:
         res["why"] = why
 
-    keys = ["scenario", "result", "failover_ms", "gap_ms", "http_sent", "http_failed", "sticky_kept",
-            "sticky_broken", "tcp_sent", "tcp_failed", "tcp_max_gap_ms", "double_owner", "double_addr",
-            "double_arp", "vip_moves", "no_owner_ms", "owner_before", "owner_after", "config"]
+    keys = ["scenario", "result", "failover_ms", "gap_ms", "http_sent", "http_failed", "http_retried",
+            "sticky_kept", "sticky_broken", "sticky_across", "tcp_sent", "tcp_failed", "tcp_reconnects",
+            "tcp_max_gap_ms", "double_owner", "double_addr", "double_arp", "neigh_flip", "arp_quiet_ms",
+            "vip_moves", "failback_ms", "no_owner_ms", "owner_before", "owner_after", "config"]
     line = " ".join(f"{k}={'-' if res.get(k) is None else res.get(k)}" for k in keys)
     print(line)
     for w in why:

@@ -12,8 +12,9 @@ set -uo pipefail
 source "$(dirname "$0")/lib.sh"
 qlab_need_root
 
-all=(restart-witness flap-backend netem-node kill-active sigstop-active partition-active rolling-restart)
-short=(kill-active sigstop-active partition-active restart-witness)
+all=(restart-witness flap-backend netem-node kill-active switchover sigstop-active partition-active rolling-restart
+  failback-nopreempt failback-preempt)
+short=(kill-active switchover sigstop-active partition-active restart-witness failback-nopreempt failback-preempt)
 up=0 picked=()
 for arg in "$@"; do
   case $arg in
@@ -60,9 +61,10 @@ for l in lines:
         rows[r["scenario"]] = r
     except Exception:
         pass
-cols = [("scenario", 17), ("result", 6), ("failover_ms", 11), ("gap_ms", 7), ("http_sent", 9), ("http_failed", 11),
-        ("sticky_kept", 11), ("sticky_broken", 13), ("tcp_max_gap_ms", 14), ("double_owner", 12), ("double_arp", 10),
-        ("moved", 10), ("vip_moves", 9), ("no_owner_ms", 11), ("config", 10)]
+cols = [("scenario", 18), ("result", 6), ("failover_ms", 11), ("gap_ms", 7), ("http_sent", 9), ("http_failed", 11),
+        ("http_retried", 12), ("sticky_kept", 11), ("sticky_broken", 13), ("sticky_across", 13), ("tcp_failed", 10),
+        ("tcp_max_gap_ms", 14), ("double_owner", 12), ("double_addr", 11), ("double_arp", 10), ("neigh_flip", 12),
+        ("arp_quiet_ms", 12), ("moved", 10), ("vip_moves", 9), ("failback_ms", 11), ("no_owner_ms", 11), ("config", 10)]
 fmt = lambda vals: " ".join(str(v).ljust(w) for v, (_, w) in zip(vals, cols))
 print()
 print(fmt([c for c, _ in cols]))

@@ -19,10 +19,22 @@ invariant: must be 0); `double_addr` counts ticks with two addresses at all.
 
 ARP: a second thread, bound to eth0 in the client namespace, asks "who has VIP?"
 every 50 ms and counts windows in which two different MACs answered
-(`double_arp`): the independent, client-side view of the same invariant.
+(`double_arp`): the independent, client-side view of the same invariant. With
+--probe-ip it asks as that (unused) address with a MAC of its own, so its answers
+never refresh the client kernel's entry for the VIP.
 
-Output (jsonl): {"t":..,"holders":[..],"owners":[..]} on every change, and a final
-{"summary": {...}}. CLOCK_MONOTONIC timestamps, as load.py.
+Neighbour entry: every tick also reads the client namespace's neighbour table
+(netlink RTM_GETNEIGH) and records the MAC it maps the VIP to, on every change:
+{"t":..,"neigh": mac or null, "nstate": state}; the report checks that it flips
+to the new owner's MAC after a failover.
+
+ARP answers over time: every change of the set of MACs answering the probe is
+recorded as {"t": window start, "arp": [macs]} (written at the end), so the report
+can tell when a frozen owner stopped answering for the VIP.
+
+Output (jsonl): {"t":..,"holders":[..],"owners":[..]} on every change, the neigh
+and arp records above, and a final {"summary": {...}}. CLOCK_MONOTONIC timestamps,
+as load.py.
 """
 
 import argparse
@@ -41,6 +53,10 @@ mono = time.monotonic
 CLONE_NEWNET = 0x40000000
 libc = ctypes.CDLL(None, use_errno=True)
 RTM_NEWADDR, RTM_GETADDR, NLMSG_DONE, NLMSG_ERROR = 20, 22, 3, 2
+RTM_NEWNEIGH, RTM_GETNEIGH = 28, 30
+NDA_DST, NDA_LLADDR = 1, 2
+NUD_STATES = {0x01: "INCOMPLETE", 0x02: "REACHABLE", 0x04: "STALE", 0x08: "DELAY", 0x10: "PROBE",
+              0x20: "FAILED", 0x40: "NOARP", 0x80: "PERMANENT"}
 NLM_F_REQUEST, NLM_F_DUMP = 1, 0x300
 IFA_ADDRESS, IFA_LOCAL = 1, 2
 ETH_P_ARP = 0x0806
@@ -100,6 +116,51 @@ class AddrWatch:
                 off += (length + 3) & ~3
 
 
+class NeighWatch:
+    """The MAC a namespace's neighbour table maps one IPv4 address to."""
+
+    def __init__(self, ns, ip):
+        self.ip = socket.inet_aton(ip)
+        self.sock = in_netns(ns, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE))
+        self.sock.bind((0, 0))
+        self.sock.settimeout(1.0)
+        self.seq = 0
+
+    def lookup(self):
+        """(mac or None, state name or None)."""
+        self.seq += 1
+        msg = struct.pack("=LHHLL", 16 + 12, RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, self.seq, 0)
+        msg += struct.pack("=BxxxiHBB", socket.AF_INET, 0, 0, 0, 0)
+        self.sock.send(msg)
+        found = (None, None)
+        while True:
+            data = self.sock.recv(65536)
+            off = 0
+            while off + 16 <= len(data):
+                length, typ, _flags, seq, _pid = struct.unpack_from("=LHHLL", data, off)
+                if length < 16:
+                    return found
+                if seq == self.seq:
+                    if typ == NLMSG_DONE or typ == NLMSG_ERROR:
+                        return found
+                    if typ == RTM_NEWNEIGH and length >= 16 + 12:
+                        state = struct.unpack_from("=H", data, off + 16 + 8)[0]
+                        a, end = off + 16 + 12, off + length
+                        dst = mac = None
+                        while a + 4 <= end:
+                            alen, atyp = struct.unpack_from("=HH", data, a)
+                            if alen < 4:
+                                break
+                            if atyp == NDA_DST:
+                                dst = data[a + 4 : a + alen]
+                            elif atyp == NDA_LLADDR:
+                                mac = data[a + 4 : a + alen].hex(":")
+                            a += (alen + 3) & ~3
+                        if dst == self.ip:
+                            found = (mac, NUD_STATES.get(state, hex(state)))
+                off += (length + 3) & ~3
+
+
 def fence_state(ns, vip):
     """'none' (no fence table for vip), 'open' (lease element present), 'closed'."""
     suffix = "_vip_" + vip.replace(".", "_").replace(":", "_")
@@ -123,15 +184,27 @@ def fence_state(ns, vip):
 class ArpProbe(threading.Thread):
     """Who-has VIP every `period` from the client namespace; MACs answering per window."""
 
-    def __init__(self, ns, iface, vip, my_ip, period, stop):
+    def __init__(self, ns, iface, vip, my_ip, period, stop, probe_ip=None):
         super().__init__(daemon=True)
-        self.vip, self.my_ip, self.period, self.stop = vip, my_ip, period, stop
+        self.vip, self.period, self.stop = vip, period, stop
         self.sock = in_netns(ns, lambda: socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)))
         self.sock.bind((iface, ETH_P_ARP))
         self.mac = self.sock.getsockname()[4]
+        self.my_ip = my_ip
+        if probe_ip:
+            # Ask as a host of our own (unused address, locally administered MAC
+            # from it): the answers then never touch the client kernel's neighbour
+            # entry for the VIP, which must flip by the new owner's gratuitous ARP
+            # alone. The bridge learns the MAC from these requests and forwards the
+            # answers to this port; the kernel drops them (not its MAC), the packet
+            # socket still reads them.
+            self.my_ip = probe_ip
+            self.mac = bytes([0x02, 0x00]) + socket.inet_aton(probe_ip)
         self.windows = self.double = self.unanswered = 0
         self.double_at = []
         self.macs = set()
+        # (window start, sorted MACs) whenever the answering set changes; bounded.
+        self.changes = []
 
     def run(self):
         bcast = b"\xff" * 6
@@ -161,6 +234,9 @@ class ArpProbe(threading.Thread):
                     seen.add(sha.hex(":"))
             self.windows += 1
             self.macs |= seen
+            now_seen = sorted(seen)
+            if (not self.changes or self.changes[-1][1] != now_seen) and len(self.changes) < 5000:
+                self.changes.append((round(start, 4), now_seen))
             if not seen:
                 self.unanswered += 1
             elif len(seen) > 1:
@@ -174,6 +250,7 @@ def main():
     ap.add_argument("--ns", action="append", required=True, help="NAME=NAMESPACE of a proxy node (repeat)")
     ap.add_argument("--client-ns")
     ap.add_argument("--client-ip")
+    ap.add_argument("--probe-ip", help="unused address the ARP probe asks from (keeps the client's own neighbour table out of it)")
     ap.add_argument("--duration", type=float, required=True)
     ap.add_argument("--interval-ms", type=float, default=20)
     ap.add_argument("--out", required=True)
@@ -185,10 +262,12 @@ def main():
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    arp = None
+    arp = neigh = None
     if a.client_ns:
-        arp = ArpProbe(a.client_ns, "eth0", a.vip, a.client_ip, 0.05, stop)
+        arp = ArpProbe(a.client_ns, "eth0", a.vip, a.client_ip, 0.05, stop, a.probe_ip)
         arp.start()
+        neigh = NeighWatch(a.client_ns, a.vip)
+    last_neigh = ()
     out = open(a.out, "w", buffering=1)
     samples = double_addr = double_owner = none_ticks = errors = 0
     last = None
@@ -215,6 +294,14 @@ def main():
                 double_owner_at.append([round(t, 3), owners, fences])
         if not holders:
             none_ticks += 1
+        if neigh is not None:
+            try:
+                n = neigh.lookup()
+            except OSError:
+                n = last_neigh
+            if n != last_neigh:
+                out.write(json.dumps({"t": round(t, 4), "neigh": n[0], "nstate": n[1]}) + "\n")
+                last_neigh = n
         samples += 1
         state = (tuple(holders), tuple(owners))
         if state != last:
@@ -231,6 +318,8 @@ def main():
     )
     if arp is not None:
         arp.join(timeout=1)
+        for t, macs in list(arp.changes):
+            out.write(json.dumps({"t": t, "arp": macs}) + "\n")
         summary.update(
             arp_windows=arp.windows, double_arp=arp.double, arp_unanswered=arp.unanswered,
             arp_macs=sorted(arp.macs), double_arp_at=arp.double_at[:20],

@@ -26,4 +26,4 @@ if [[ " $(qlab_vip_holders) " == *" $CHAOS_ACTIVE "* ]]; then
   extra=(--fail "$CHAOS_ACTIVE still held the VIP address 1 s after SIGCONT")
 fi
 chaos_wait_cluster 30
-chaos_finish --expect-failover yes "${extra[@]}"
+chaos_finish --expect-failover yes --check-arp-fence "${extra[@]}"

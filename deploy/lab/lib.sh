@@ -46,6 +46,8 @@ declare -A QLAB_NODE_ID=([lb1]=1 [lb2]=2 [wit]=3)
 qlab_ns() { echo "$QLAB_PREFIX-$1"; }
 qlab_ip() { echo "$QLAB_NET.${QLAB_OCTET[$1]}"; }
 qlab_sw() { echo "$QLAB_PREFIX-sw"; }
+# The MAC of HOST's eth0 as the kernel has it (up.sh sets 02:00:0a:0a:00:<octet>).
+qlab_mac() { ip -n "$(qlab_ns "$1")" -o link show eth0 2>/dev/null | sed -n 's/.*link\/ether \([0-9a-f:]*\).*/\1/p'; }
 qlab_log() { echo "[qlab $(date +%T.%3N)] $*" >&2; }
 qlab_die() { echo "[qlab] ERROR: $*" >&2; exit 1; }
 
@@ -107,6 +109,8 @@ qlab_spawn() {
   mkdir -p "$QLAB_DIR/pids" "$QLAB_DIR/log"
   ip netns exec "$(qlab_ns "$host")" "$@" </dev/null >>"$QLAB_DIR/log/$name.log" 2>&1 &
   pid=$!
+  # Out of the job table: a later kill -9 by a chaos script prints no "Killed" line.
+  disown "$pid" 2>/dev/null || true
   st=$(qlab_starttime "$pid")
   echo "$name $pid $st" >>"$QLAB_DIR/procs"
   echo "$pid $st" >"$QLAB_DIR/pids/$name.pid"

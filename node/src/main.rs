@@ -40,7 +40,8 @@ enum Command {
     /// tokens come from `ctl token create`).
     GenToken,
     /// The appliance in one command, no root, no file: three demo backends and a
-    /// three-node cluster on 127.0.0.1-127.0.0.3 with the admin panel.
+    /// three-node cluster on 127.0.0.1-127.0.0.3 with the admin panel. With --lab
+    /// (root), a whole active/standby pair with a VIP in network namespaces instead.
     Demo {
         /// HTTP port of every node (the L4 TCP listener takes the next one). With
         /// --single, the proxy's whole listen address.
@@ -55,6 +56,17 @@ enum Command {
         /// Just one proxy process in front of the backends, no cluster.
         #[arg(long)]
         single: bool,
+        /// Root only: build the netns lab (deploy/lab/up.sh) with this binary: two
+        /// proxies sharing a VIP, a witness, three backends and a client. Honours
+        /// QLAB_PREFIX and QLAB_DIR.
+        #[arg(long, conflicts_with = "lab_down")]
+        lab: bool,
+        /// Remove the lab again (deploy/lab/down.sh).
+        #[arg(long)]
+        lab_down: bool,
+        /// Where up.sh and down.sh are, if not in this binary's source tree or ./deploy/lab.
+        #[arg(long)]
+        lab_scripts: Option<PathBuf>,
     },
 }
 
@@ -85,8 +97,10 @@ fn main() -> ExitCode {
             };
             exit(block_on(cfg.runtime.workers, run(config, cfg)))
         }
+        Command::Demo { lab: true, lab_scripts, .. } => exit(quorumlb::demo::lab(false, lab_scripts.as_deref())),
+        Command::Demo { lab_down: true, lab_scripts, .. } => exit(quorumlb::demo::lab(true, lab_scripts.as_deref())),
         Command::Demo { listen, single: true, .. } => exit(block_on(0, demo(listen))),
-        Command::Demo { listen, admin_port, cluster_port, single: false } => {
+        Command::Demo { listen, admin_port, cluster_port, .. } => {
             let ports =
                 quorumlb::demo_cluster::DemoPorts { http: listen.port(), admin: admin_port, cluster: cluster_port };
             exit(block_on(0, quorumlb::demo_cluster::run(ports)))
@@ -233,6 +247,10 @@ async fn demo(listen: SocketAddr) -> anyhow::Result<()> {
     println!("  curl http://{}/toggle-health   # make backend-1 fail its health checks; watch it leave", backends[0]);
     println!();
     println!("Configuration in use:\n{text}");
+    if nix::unistd::Uid::effective().is_root() {
+        println!("Running as root: `quorumlb demo --lab` builds a real active/standby pair with a failing-over VIP");
+        println!("in network namespaces instead (deploy/lab/up.sh).");
+    }
     println!("Ctrl-C to stop.");
     serve_until_signal(&dp, None, grace).await
 }

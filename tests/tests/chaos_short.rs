@@ -1,10 +1,13 @@
 //! The short chaos suite against a real lab: `deploy/lab/up.sh` builds an active/standby
 //! pair + witness, three backends and a client in network namespaces of its own
 //! (unique prefix, private addresses, nothing in the root namespace), then
-//! `deploy/chaos/run-all.sh --short` kills, freezes and cuts off the VIP owner under
-//! load and restarts the witness. The invariants are the suite's: never two VIP
-//! owners, no committed config lost, no sticky session broken, the VIP moves off a
-//! failed owner. `deploy/lab/down.sh` always runs at the end, even on failure.
+//! `deploy/chaos/run-all.sh --short` kills, stops (SIGTERM), freezes and cuts off the
+//! VIP owner under load, restarts the witness, and kills the preferred node with
+//! preempt on and off. The invariants are the suite's: never two VIP owners, no
+//! committed config lost, no sticky session broken, the VIP moves off a failed owner
+//! and the client's neighbour entry follows it, no failed HTTP request on a planned
+//! switchover, a frozen owner silent on ARP before the standby takes over, failback
+//! as the preempt setting says. `deploy/lab/down.sh` always runs at the end, even on failure.
 //! Needs root and iproute2/nftables/arping/python3; otherwise it says SKIPPED loudly.
 
 use std::io::Write;

@@ -84,6 +84,46 @@ impl Fence {
         self.run(&s).await
     }
 
+    /// Planned handover, first step: drop new TCP connection attempts (a SYN
+    /// without ACK) to the VIP while the address is still here, so the connections
+    /// the node already has can be closed gracefully and none replace them. Nothing
+    /// is answered (no RST): the client retransmits its SYN about a second later,
+    /// when the next owner answers. Established connections are not touched. Lives
+    /// in its own table `inet <instance>_drain_<ip>` (see [`Self::drain_table_name`])
+    /// so installing or removing the lease fence never disturbs it.
+    pub async fn block_new_connections(&self) -> Result<()> {
+        self.run(&self.block_script()).await
+    }
+
+    /// Removes the SYN block of [`Self::block_new_connections`]; a missing table is fine.
+    pub async fn unblock_new_connections(&self) -> Result<()> {
+        let t = self.drain_table_name();
+        self.run(&format!("add table inet {t}\ndelete table inet {t}\n")).await
+    }
+
+    /// `<instance>_drain_<ip>`: the table of the SYN block.
+    pub fn drain_table_name(&self) -> String {
+        self.table.replacen("_vip_", "_drain_", 1)
+    }
+
+    pub(crate) fn block_script(&self) -> String {
+        let t = self.drain_table_name();
+        let family = if self.vip.is_ipv4() { "ip" } else { "ip6" };
+        // Priority below the fence's raw chain, so the drop happens whatever the
+        // lease set holds; `tcp flags & (syn | ack) == syn` is a new attempt only.
+        format!(
+            "add table inet {t}\ndelete table inet {t}\n\
+             table inet {t} {{
+  chain input {{
+    type filter hook input priority raw - 10; policy accept;
+    {family} daddr {vip} tcp flags & (syn | ack) == syn drop
+  }}
+}}
+",
+            vip = self.vip
+        )
+    }
+
     /// Whether the lease element is present right now (for tests and status).
     pub async fn is_open(&self) -> Result<bool> {
         let out = Command::new(&self.nft)
@@ -230,5 +270,17 @@ mod tests {
         let f6 = Fence::new("qlb", "fd00::1".parse().unwrap()).unwrap();
         assert!(!f6.install_script().contains("table arp"));
         assert!(!f6.refresh_script(Duration::from_secs(1)).contains(" arp "));
+    }
+
+    #[test]
+    fn the_syn_block_has_its_own_table_and_drops_only_new_attempts() {
+        let f = Fence::new("qlb", "10.0.0.100".parse().unwrap()).unwrap();
+        assert_eq!(f.drain_table_name(), "qlb_drain_10_0_0_100");
+        let s = f.block_script();
+        assert!(s.starts_with("add table inet qlb_drain_10_0_0_100\ndelete table inet qlb_drain_10_0_0_100\n"));
+        assert!(s.contains("ip daddr 10.0.0.100 tcp flags & (syn | ack) == syn drop"), "{s}");
+        assert!(!s.contains(f.table_name()), "must not touch the lease fence's table");
+        let f6 = Fence::new("qlb", "fd00::1".parse().unwrap()).unwrap();
+        assert!(f6.block_script().contains("ip6 daddr fd00::1 tcp flags"));
     }
 }

@@ -49,6 +49,9 @@ pub trait Renewer: Send + Sync + 'static {
     ) -> impl Future<Output = std::result::Result<(), Self::Error>> + Send;
 }
 
+/// The fence instance name owner tasks use by default (see [`crate::fence::Fence::new`]).
+pub const FENCE_INSTANCE: &str = "quorumlb";
+
 /// Settings of one owner task.
 #[derive(Debug, Clone)]
 pub struct OwnerConfig {
@@ -80,7 +83,7 @@ impl OwnerConfig {
             renew_interval: lease / 3,
             announce_count: 5,
             announce_interval: Duration::from_millis(100),
-            fence_instance: Some("quorumlb".to_string()),
+            fence_instance: Some(FENCE_INSTANCE.to_string()),
             set_arp_sysctls: true,
             retry_interval: Duration::from_millis(20),
         }
@@ -98,6 +101,9 @@ pub struct OwnerStatus {
     /// The epoch under which the address is held.
     pub epoch: Option<u64>,
     pub lease_remaining: Option<Duration>,
+    /// When the lease ends, on the task's [`Clock`]: lets a reader with the same
+    /// clock compute the time left now rather than at the last publish.
+    pub lease_until: Option<Duration>,
     /// Age of the newest confirmed renewal, from when it was sent.
     pub lease_age: Option<Duration>,
     pub last_error: Option<String>,
@@ -144,6 +150,7 @@ impl<R: Renewer, C: Clock + 'static> OwnerTask<R, C> {
             owned: false,
             epoch: None,
             lease_remaining: None,
+            lease_until: None,
             lease_age: None,
             last_error: None,
         });
@@ -482,6 +489,7 @@ impl<R: Renewer, C: Clock + 'static> OwnerTask<R, C> {
             owned: self.held.is_some(),
             epoch: self.held,
             lease_remaining: self.lease.remaining(now),
+            lease_until: self.lease.until(),
             lease_age: self.lease.age(now),
             last_error: self.last_error.clone(),
         });

@@ -135,10 +135,18 @@ impl Member {
         &self.session_key
     }
 
-    /// Planned stop: ask the leader to move this node's VIPs away and wait for them
-    /// to go (bounded), then stop the data plane (finishing in-flight requests) and
-    /// Raft.
+    /// Planned stop. An owner first drains (see [`drain_before_handover`]), so no
+    /// client request fails when its VIPs move; then it asks the leader to move its
+    /// VIPs away and waits for them to go (bounded), then stops the data plane
+    /// (finishing whatever is left) and Raft.
     pub async fn shutdown(self, grace: Duration) {
+        let held = self.owners.as_ref().map(|o| o.held()).unwrap_or_default();
+        let mut blocked = Vec::new();
+        if let (Some(owners), Some(dp)) = (&self.owners, &self.dataplane)
+            && !held.is_empty()
+        {
+            blocked = drain_before_handover(owners, dp, &held, grace.min(DRAIN_BOUND)).await;
+        }
         // 1. Tell the leader we are leaving, so it assigns nothing to us (and gives
         // us a moment to release what we hold ourselves).
         self.shutting_down.store(true, Ordering::Relaxed);
@@ -164,6 +172,8 @@ impl Member {
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
+            // The address is gone: the SYN block has nothing left to guard.
+            owners.unblock_new_connections(&blocked).await;
         }
         let _ = self.stop_tx.send(true);
         if let Some(dp) = &self.dataplane {
@@ -176,6 +186,44 @@ impl Member {
             tracing::warn!(error = %e, "raft shutdown");
         }
     }
+}
+
+/// Longest a leaving owner waits for its HTTP connections to close before it
+/// hands its VIPs over anyway (also capped by `shutdown_grace_ms`).
+const DRAIN_BOUND: Duration = Duration::from_secs(3);
+/// After the SYN block is in, connections whose handshake had already completed
+/// are still in the accept queue or about to send their first request; this long
+/// is left for them to be accepted and read before the graceful close begins.
+const ACCEPT_SETTLE: Duration = Duration::from_millis(100);
+
+/// Drain-then-move, the first half of a planned handover, on the owner:
+/// (a) new TCP connections to the held VIPs are dropped silently in the kernel
+/// (clients retransmit their SYN about a second later and reach the next owner);
+/// (b) every HTTP client connection is closed gracefully: idle keep-alive ones at
+/// once, busy ones after the current response, sent with `Connection: close`;
+/// (c) until none is left or `bound` passes. Only then (the caller) is the VIP
+/// released, so the next owner never sees a packet of a connection it does not
+/// know and never has to answer it with a RST. L4 streams cannot be closed at a
+/// request boundary; they break when the VIP moves, as in any failover. Returns
+/// the VIPs whose SYN block must be removed once they are released.
+async fn drain_before_handover(
+    owners: &vip::Owners,
+    dp: &DataPlane,
+    held: &[vrrp::VipAddress],
+    bound: Duration,
+) -> Vec<vrrp::VipAddress> {
+    let started = tokio::time::Instant::now();
+    let blocked = owners.block_new_connections(held).await;
+    tokio::time::sleep(ACCEPT_SETTLE).await;
+    let before = dp.http_connections();
+    let left = dp.drain(bound).await;
+    let ms = started.elapsed().as_millis() as u64;
+    if left == 0 {
+        tracing::info!(connections = before, ms, "HTTP connections closed before handing the VIPs over");
+    } else {
+        tracing::warn!(connections = before, left, ms, "drain bound reached; handing the VIPs over anyway");
+    }
+    blocked
 }
 
 /// A lease shorter than a leader election makes every leader change drop the VIPs

@@ -305,11 +305,14 @@ pub struct Owners {
     raft: ClusterNode,
     clock: Arc<SystemClock>,
     owners: Mutex<BTreeMap<VipAddress, Owner>>,
+    /// Set by [`Self::stop_all`]: a leaving node starts no new owner task, even
+    /// when the state changes while it waits for its VIPs to be reassigned.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 impl Owners {
     pub fn new(node: NodeId, raft: ClusterNode, clock: Arc<SystemClock>) -> Self {
-        Owners { node, raft, clock, owners: Mutex::new(BTreeMap::new()) }
+        Owners { node, raft, clock, owners: Mutex::new(BTreeMap::new()), closed: Default::default() }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<VipAddress, Owner>> {
@@ -319,13 +322,20 @@ impl Owners {
     /// Starts, stops and updates owner tasks to match the config and the state.
     pub fn reconcile(&self, vips: &[VipSettings], state: &ClusterState) {
         let mut owners = self.lock();
+        if self.closed.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
         let wanted: BTreeMap<VipAddress, &VipSettings> = vips
             .iter()
             .filter(|v| v.priority.get(&self.node).is_some_and(|p| *p > 0))
             .filter_map(|v| Some((vip_address(v)?, v)))
             .collect();
         owners.retain(|addr, o| {
-            let keep = wanted.get(addr).is_some_and(|v| **v == o.settings);
+            // Only what the owner task itself runs on restarts it (which drops the
+            // address): a change of priority or preempt is the leader's business
+            // and must not blink the VIP on its current owner.
+            let keep =
+                wanted.get(addr).is_some_and(|v| v.interface == o.settings.interface && v.lease == o.settings.lease);
             if !keep {
                 let _ = o.stop.send(true);
             }
@@ -375,10 +385,47 @@ impl Owners {
         self.lock().values().filter(|o| o.status.borrow().owned).count()
     }
 
+    /// The VIPs whose address this node holds right now.
+    pub fn held(&self) -> Vec<VipAddress> {
+        self.lock().values().filter(|o| o.status.borrow().owned).map(|o| o.status.borrow().vip).collect()
+    }
+
+    /// Planned handover, step one: new TCP connections to `vips` are dropped
+    /// silently (SYN only, nothing answered) while this node still holds them, so
+    /// its open connections can be closed without new ones arriving; clients
+    /// retransmit the SYN and reach the next owner. Returns the VIPs blocked.
+    pub async fn block_new_connections(&self, vips: &[VipAddress]) -> Vec<VipAddress> {
+        let mut done = Vec::new();
+        for v in vips {
+            match vrrp::fence::Fence::new(vrrp::owner::FENCE_INSTANCE, v.ip()) {
+                Ok(f) => match f.block_new_connections().await {
+                    Ok(()) => done.push(*v),
+                    Err(e) => tracing::warn!(vip = %v, error = %e, "cannot block new connections before handover"),
+                },
+                Err(e) => tracing::warn!(vip = %v, error = %e, "cannot block new connections before handover"),
+            }
+        }
+        done
+    }
+
+    /// Removes what [`Self::block_new_connections`] added.
+    pub async fn unblock_new_connections(&self, vips: &[VipAddress]) {
+        for v in vips {
+            let r = match vrrp::fence::Fence::new(vrrp::owner::FENCE_INSTANCE, v.ip()) {
+                Ok(f) => f.unblock_new_connections().await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = r {
+                tracing::warn!(vip = %v, error = %e, "removing the handover SYN block failed");
+            }
+        }
+    }
+
     /// Stops every owner task (each removes its address and reports the release).
     pub async fn stop_all(&self, timeout: Duration) {
         let tasks: Vec<JoinHandle<()>> = {
             let mut owners = self.lock();
+            self.closed.store(true, std::sync::atomic::Ordering::Relaxed);
             let mut v = Vec::new();
             for (_, o) in std::mem::take(&mut *owners) {
                 let _ = o.stop.send(true);

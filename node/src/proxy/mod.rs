@@ -9,6 +9,7 @@ pub mod l7;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -60,6 +61,24 @@ pub struct DataPlane {
     shutdown: CancellationToken,
     /// L7 state beside the snapshot: TLS, sticky tables, rate limits, metrics, access log.
     l7: l7::Plane,
+    /// HTTP client connections open now (what a drain waits for).
+    http_conns: Arc<AtomicUsize>,
+}
+
+/// Counts one HTTP client connection for as long as it lives.
+struct HttpConn(Arc<AtomicUsize>);
+
+impl HttpConn {
+    fn new(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        HttpConn(Arc::clone(count))
+    }
+}
+
+impl Drop for HttpConn {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl DataPlane {
@@ -79,6 +98,7 @@ impl DataPlane {
             tasks: TaskTracker::new(),
             shutdown: CancellationToken::new(),
             l7: plane,
+            http_conns: Arc::new(AtomicUsize::new(0)),
         });
         let weak = Arc::downgrade(&dp);
         dp.l7.metrics.add_hook(move |m| {
@@ -213,7 +233,9 @@ impl DataPlane {
             let Some(plan) = self.l7.listener(&name) else { continue };
             l7::tune(&stream);
             let cancel = cancel.clone();
+            let counted = HttpConn::new(&self.http_conns);
             self.tasks.spawn(async move {
+                let _counted = counted;
                 let Some(addrs) = l4::identify_client(&stream, client, &listener, &stats, &mut permit).await else {
                     return;
                 };
@@ -243,6 +265,30 @@ impl DataPlane {
     /// Reopens the access log file (SIGUSR1, after logrotate).
     pub fn reopen_access_log(&self) {
         self.l7.reopen_access_log();
+    }
+
+    /// HTTP client connections open now.
+    pub fn http_connections(&self) -> usize {
+        self.http_conns.load(Ordering::Relaxed)
+    }
+
+    /// The first half of a planned stop (used before a VIP moves away): stops
+    /// accepting and asks every HTTP connection to close gracefully (hyper's
+    /// graceful shutdown: an idle keep-alive connection closes at once, a busy one
+    /// after its current response, which goes out with `Connection: close`), then
+    /// waits until none is left or `bound` has passed. L4 (tcp) streams have no
+    /// request boundary to close at and are not waited for. Returns the number of
+    /// HTTP connections still open at the end. [`Self::shutdown`] finishes the stop.
+    pub async fn drain(&self, bound: Duration) -> usize {
+        self.shutdown.cancel();
+        let deadline = tokio::time::Instant::now() + bound;
+        loop {
+            let open = self.http_connections();
+            if open == 0 || tokio::time::Instant::now() >= deadline {
+                return open;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// Stops accepting, lets in-flight requests finish for up to `grace`, then
