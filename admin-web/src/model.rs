@@ -71,6 +71,9 @@ pub struct ClusterView {
     pub vips: Vec<VipStatus>,
     /// VIPs whose address this node has configured right now.
     pub owned_vips: Vec<String>,
+    /// Sticky-table entries in the replicated state as applied on this node.
+    #[serde(default)]
+    pub sticky_entries: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]

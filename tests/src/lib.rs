@@ -5,6 +5,7 @@
 pub mod backend;
 pub mod browser;
 pub mod client;
+pub mod cluster;
 pub mod l4;
 pub mod process;
 pub mod tls;

@@ -2,7 +2,7 @@
 //! temporary directory. The child is stopped by its exact PID when the handle is
 //! dropped, even if the test fails.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
@@ -10,13 +10,20 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 
-/// Path of the `quorumlb` binary of this workspace, built once if needed.
+/// Path of the `quorumlb` binary of this workspace, built once if needed
+/// (`QUORUMLB_BIN` names a prebuilt one instead, e.g. for the cluster benchmark).
 pub fn quorumlb_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
+        if let Some(bin) = std::env::var_os("QUORUMLB_BIN") {
+            return PathBuf::from(bin);
+        }
         // target/<profile>/deps/<test-exe> -> target/<profile>/quorumlb
         let exe = std::env::current_exe().expect("current exe");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target dir").to_path_buf();
+        // (a binary of this crate, like the cluster benchmark, sits in target/<profile>).
+        let exe_dir = exe.parent().expect("exe dir");
+        let profile_dir =
+            if exe_dir.ends_with("deps") { exe_dir.parent().expect("target dir") } else { exe_dir }.to_path_buf();
         let bin = profile_dir.join("quorumlb");
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let release = profile_dir.file_name().is_some_and(|n| n == "release");

@@ -209,6 +209,7 @@ impl AdminBackend for FixtureBackend {
                 owner_error: None,
             }],
             owned_vips: vec!["192.0.2.10".into()],
+            sticky_entries: 0,
         })
     }
 

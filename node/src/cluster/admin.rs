@@ -318,6 +318,7 @@ impl AdminBackend for NodeAdmin {
             nodes,
             vips,
             owned_vips,
+            sticky_entries: state.sticky_entries as u64,
         })
     }
 
