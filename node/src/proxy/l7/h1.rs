@@ -31,8 +31,9 @@ use super::{Conn, ProxyBody};
 
 /// A pooled buffer's size: a typical request head, or a small response, fits.
 const BUF_SIZE: usize = 4096;
-/// Buffers kept per thread; more are freed.
-const POOL_MAX: usize = 128;
+/// Buffers kept per thread; more are freed. Enough for the requests one worker
+/// has in flight at a time in the common case; a burst beyond allocates.
+const POOL_MAX: usize = 32;
 /// A buffer grown past this (a large head) is freed rather than pooled.
 const POOL_KEEP_MAX: usize = 16 * 1024;
 /// Body chunks up to this size are copied next to the head (one write); larger
@@ -42,6 +43,8 @@ const COPY_MAX: usize = 8 * 1024;
 /// parsed again into a heap array.
 const STACK_HEADERS: usize = 64;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
+/// Headers `headers::add_forwarding` may add to a request.
+const FORWARDING_HEADERS: usize = 4;
 
 thread_local! {
     static POOL: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
@@ -277,7 +280,8 @@ fn convert(
     let uri = path.parse::<Uri>().map_err(|_| StatusCode::BAD_REQUEST)?;
     // One copy of the whole head; header values are slices of it.
     let bytes = Bytes::copy_from_slice(&buf[..len]);
-    let mut headers = HeaderMap::with_capacity(req.headers.len());
+    // Room for the forwarding headers the proxy adds, so the map does not grow.
+    let mut headers = HeaderMap::with_capacity(req.headers.len() + FORWARDING_HEADERS);
     let (mut close, mut keep) = (false, false);
     for h in req.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| StatusCode::BAD_REQUEST)?;
