@@ -91,7 +91,9 @@ pub async fn identify_client(
     let local = stream.local_addr().unwrap_or(listener.cfg.bind);
     let mut addrs = ClientAddrs { client: peer, local };
     if listener.cfg.accept_proxy {
-        match proxy_protocol::read_header(stream, listener.cfg.client_header_timeout).await {
+        // Boxed: the header reader's state lives only while it runs, instead of
+        // adding to the size of every connection's task for its whole life.
+        match Box::pin(proxy_protocol::read_header(stream, listener.cfg.client_header_timeout)).await {
             Ok(Some(p)) => addrs = ClientAddrs { client: p.source, local: p.destination },
             Ok(None) => {}
             Err(e) => {

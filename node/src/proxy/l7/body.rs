@@ -170,9 +170,22 @@ impl Body for ProxyBody {
     }
 }
 
+/// A client's request body: hyper's, or none at all (the HTTP/1 fast path only
+/// serves requests without a body).
+pub enum ClientBody {
+    Hyper(Incoming),
+    Empty,
+}
+
+impl From<Incoming> for ClientBody {
+    fn from(b: Incoming) -> Self {
+        ClientBody::Hyper(b)
+    }
+}
+
 /// The request body as sent upstream.
 pub struct RequestBody {
-    inner: Incoming,
+    inner: ClientBody,
     /// 0 = no limit.
     limit: u64,
     seen: u64,
@@ -186,7 +199,7 @@ pub struct RequestBody {
 pub struct BodyTooLarge(pub u64);
 
 impl RequestBody {
-    pub fn new(inner: Incoming, limit: u64, bytes_in: Counter) -> Self {
+    pub fn new(inner: ClientBody, limit: u64, bytes_in: Counter) -> Self {
         let over = (limit > 0).then(|| Arc::new(AtomicBool::new(false)));
         RequestBody { inner, limit, seen: 0, bytes_in, over }
     }
@@ -202,7 +215,10 @@ impl Body for RequestBody {
     type Error = BoxError;
 
     fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        let polled = match &mut self.inner {
+            ClientBody::Hyper(b) => Pin::new(b).poll_frame(cx),
+            ClientBody::Empty => return Poll::Ready(None),
+        };
         match polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = frame.data_ref() {
@@ -225,10 +241,16 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.inner {
+            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::Empty => true,
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            ClientBody::Hyper(b) => b.size_hint(),
+            ClientBody::Empty => SizeHint::with_exact(0),
+        }
     }
 }

@@ -21,6 +21,18 @@ static HOP_BY_HOP: [HeaderName; 8] = [
 /// Removes hop-by-hop headers, including any named in `Connection`. `Upgrade` is
 /// removed too unless `keep_upgrade` (a WebSocket handshake being passed on).
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry few headers and at most `Connection` of these: one pass
+    // over the names finds what to remove, instead of a hashed lookup per name.
+    let is_hop = |n: &HeaderName| HOP_BY_HOP.contains(n) || (!keep_upgrade && n == header::UPGRADE);
+    if h.keys().any(is_hop) {
+        strip_listed(h, keep_upgrade, is_hop);
+    }
+    if keep_upgrade {
+        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+fn strip_listed(h: &mut HeaderMap, keep_upgrade: bool, is_hop: impl Fn(&HeaderName) -> bool) {
     // Tokens named in Connection are hop-by-hop as well. The value is a cheap
     // clone (shared bytes) so the map can be edited while its tokens are walked;
     // `remove(&str)` looks a name up without allocating one.
@@ -33,13 +45,9 @@ pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
             h.remove(t);
         }
     }
-    for n in &HOP_BY_HOP {
-        h.remove(n);
-    }
-    if keep_upgrade {
-        h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        h.remove(header::UPGRADE);
+    // Each round removes one name, so this ends after at most one per header.
+    while let Some(n) = h.keys().find(|n| is_hop(n)).cloned() {
+        h.remove(&n);
     }
 }
 

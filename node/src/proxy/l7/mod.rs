@@ -1,11 +1,13 @@
-//! The HTTP proxy: hyper server connections (HTTP/1.1 and HTTP/2, cleartext or
-//! after a TLS handshake), then per request: https redirect, rate limits, route
+//! The HTTP proxy: client connections (plain http through our own HTTP/1.1 fast
+//! path in `h1`, which hands anything else to hyper; hyper for HTTP/2 and after a
+//! TLS handshake), then per request: https redirect, rate limits, route
 //! selection, body size limit, sticky lookup, the backend choice with retry on
 //! connect failure, header rewriting, streaming in both directions and WebSocket
 //! upgrades. Counting and the access log happen when the response body is done
 //! (`body::Done`). The per-snapshot state a request reads lives in `plan`.
 
 mod body;
+mod h1;
 mod headers;
 pub mod plan;
 pub mod route;
@@ -25,7 +27,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 pub use body::ProxyBody;
-use body::{Done, Finish, RequestBody};
+use body::{ClientBody, Done, Finish, RequestBody};
 pub use plan::{ListenerPlan, Plane};
 
 use crate::balance::hash_key;
@@ -47,6 +49,12 @@ pub struct ConnCtx {
 struct Conn {
     ctx: Arc<ConnCtx>,
     client_ip: HeaderValue,
+}
+
+impl Conn {
+    fn new(ctx: Arc<ConnCtx>) -> Arc<Conn> {
+        Arc::new(Conn { client_ip: headers::client_ip_value(ctx.client.ip()), ctx })
+    }
 }
 
 /// The hyper server settings of a listener, built once per configuration
@@ -85,8 +93,9 @@ impl Drop for ActiveConn {
     }
 }
 
-/// Serves one accepted client connection until it closes or `cancel` fires, in
-/// which case in-flight requests finish and the connection then closes.
+/// Serves one accepted client connection with hyper (HTTP/1.1 or HTTP/2) until it
+/// closes or `cancel` fires, in which case in-flight requests finish and the
+/// connection then closes.
 ///
 /// Slow clients: `client_header_timeout` bounds the time to receive a request
 /// head (and, in hyper, the idle time between keep-alive requests). That is how a
@@ -97,8 +106,25 @@ where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let _active = ActiveConn::new(&ctx.plan);
-    let conn_ctx = Arc::new(Conn { client_ip: headers::client_ip_value(ctx.client.ip()), ctx: Arc::clone(&ctx) });
-    let service = hyper::service::service_fn(move |req| handle_conn(req, Arc::clone(&conn_ctx)));
+    serve_hyper(io, Conn::new(ctx), cancel).await;
+}
+
+/// Serves a plain-TCP http connection: the HTTP/1.1 fast path, which gives the
+/// connection to hyper when it meets something it does not serve itself.
+pub async fn serve_http(stream: TcpStream, ctx: Arc<ConnCtx>, cancel: CancellationToken) {
+    let _active = ActiveConn::new(&ctx.plan);
+    h1::serve(stream, Conn::new(ctx), cancel).await;
+}
+
+async fn serve_hyper<I>(io: I, conn_ctx: Arc<Conn>, cancel: CancellationToken)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let ctx = Arc::clone(&conn_ctx.ctx);
+    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+        let conn = Arc::clone(&conn_ctx);
+        async move { Ok::<_, Infallible>(handle(req.map(ClientBody::from), &conn).await) }
+    });
     let conn = ctx.plan.server.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {
@@ -153,7 +179,7 @@ fn local(status: StatusCode, msg: &'static str) -> Response<ProxyBody> {
     r
 }
 
-fn request_key(pool: &PoolRuntime, req: &Request<Incoming>, client: SocketAddr) -> u64 {
+fn request_key<B>(pool: &PoolRuntime, req: &Request<B>, client: SocketAddr) -> u64 {
     let ip_key = || crate::balance::source_ip_key(client.ip());
     match pool.hash_key() {
         HashKey::SourceIp => ip_key(),
@@ -183,7 +209,7 @@ fn too_many(wait: std::time::Duration) -> Response<ProxyBody> {
 }
 
 /// 308 to the same URL on https (`redirect_https`).
-fn redirect_https(req: &Request<Incoming>, port: u16) -> Response<ProxyBody> {
+fn redirect_https<B>(req: &Request<B>, port: u16) -> Response<ProxyBody> {
     let Some(host) = route::request_host(req.uri(), req.headers()) else {
         return local(StatusCode::BAD_REQUEST, "400 Bad Request: no Host\n");
     };
@@ -199,9 +225,10 @@ fn redirect_https(req: &Request<Incoming>, port: u16) -> Response<ProxyBody> {
     }
 }
 
-/// The request handler: never fails; problems become 4xx/5xx responses. Every
-/// response, local or proxied, is counted and logged when its body is done.
-async fn handle_conn(req: Request<Incoming>, conn: Arc<Conn>) -> Result<Response<ProxyBody>, Infallible> {
+/// The request handler of both connection servers: never fails; problems become
+/// 4xx/5xx responses. Every response, local or proxied, is counted and logged when
+/// its body is done.
+async fn handle(req: Request<ClientBody>, conn: &Conn) -> Response<ProxyBody> {
     let ctx = &conn.ctx;
     let plan = &ctx.plan;
     let log = plan.access_log.as_ref().map(|l| {
@@ -235,11 +262,11 @@ async fn handle_conn(req: Request<Incoming>, conn: Arc<Conn>) -> Result<Response
     let resp = proxy(req, ctx, &conn.client_ip, &mut done).await;
     done.status = resp.status().as_u16();
     let (parts, body) = resp.into_parts();
-    Ok(Response::from_parts(parts, body.with_done(done)))
+    Response::from_parts(parts, body.with_done(done))
 }
 
 async fn proxy(
-    mut req: Request<Incoming>,
+    mut req: Request<ClientBody>,
     ctx: &ConnCtx,
     client_ip: &HeaderValue,
     done: &mut Done,
