@@ -335,3 +335,31 @@ async fn idle_keep_alive_connections_hold_little_memory() {
     assert!(per_conn < 3.0, "{per_conn:.2} KiB per idle connection");
     drop(held);
 }
+
+/// A config change reaches a connection that was already open: its next request
+/// takes the new pool (HTTP/1.1 on this codec, one socket throughout; and HTTP/2
+/// through hyper).
+#[tokio::test]
+async fn an_open_keep_alive_connection_follows_a_config_change() {
+    let a = TestBackend::start("a").await;
+    let b = TestBackend::start("b").await;
+    let p = Proxy::start(&config("", a.addr)).await;
+    let mut c = connect(&p).await;
+    let get = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+    c.send(get).await;
+    assert_eq!(c.response(false).await.body, b"a");
+    let h2 = tests::client::http2();
+    assert_eq!(tests::client::get(&h2, &p.url("/")).await.unwrap().text(), "a");
+
+    p.reload(&config("", b.addr)).await;
+    c.send(get).await;
+    let r = c.response(false).await;
+    assert_eq!(String::from_utf8_lossy(&r.body), "b", "same socket, new config");
+    assert_eq!(tests::client::get(&h2, &p.url("/")).await.unwrap().text(), "b", "HTTP/2 connection");
+    // And again after a second change (the plan chain is followed to its end).
+    p.reload(&config("", a.addr)).await;
+    p.reload(&config("", b.addr)).await;
+    p.reload(&config("", a.addr)).await;
+    c.send(get).await;
+    assert_eq!(c.response(false).await.body, b"a");
+}

@@ -240,12 +240,12 @@ impl DataPlane {
                     return;
                 };
                 if listener.cfg.protocol == Protocol::Https {
-                    let ctx = Arc::new(l7::ConnCtx { plan, client: addrs.client, proto: "https" });
+                    let ctx = Arc::new(l7::ConnCtx::new(plan, addrs.client, "https"));
                     // Boxed: the TLS and hyper state is large, and this task's
                     // size is that of its largest branch, even on plain http.
                     Box::pin(l7::serve_tls(stream, ctx, cancel)).await;
                 } else {
-                    let ctx = Arc::new(l7::ConnCtx { plan, client: addrs.client, proto: "http" });
+                    let ctx = Arc::new(l7::ConnCtx::new(plan, addrs.client, "http"));
                     l7::serve_http(stream, ctx, cancel).await;
                 }
                 drop(permit);

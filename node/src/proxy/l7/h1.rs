@@ -101,7 +101,7 @@ enum Step {
 /// `client_header_timeout` (the config's keep-alive wait, as with hyper), or
 /// `cancel` fires (at once when idle; after the response in flight otherwise).
 pub(super) async fn serve(mut stream: TcpStream, conn: Arc<Conn>, cancel: CancellationToken) {
-    let idle_timeout = conn.ctx.plan.rt.cfg.client_header_timeout;
+    let idle_timeout = conn.ctx.plan().rt.cfg.client_header_timeout;
     let mut pending: Option<BytesMut> = None;
     loop {
         if pending.is_none() {
@@ -131,7 +131,7 @@ pub(super) async fn serve(mut stream: TcpStream, conn: Arc<Conn>, cancel: Cancel
 
 /// Reads one request head, answers it, and says what comes next.
 async fn exchange(stream: &mut TcpStream, conn: &Conn, cancel: &CancellationToken, pending: Option<BytesMut>) -> Step {
-    let cfg = &conn.ctx.plan.rt.cfg;
+    let cfg = &conn.ctx.plan().rt.cfg;
     let limits = Limits { max_bytes: cfg.http.max_header_bytes, max_headers: cfg.http.max_headers };
     let mut buf = pending.unwrap_or_else(take_buf);
     let deadline = Instant::now() + cfg.client_header_timeout;

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Instant, SystemTime};
 
+use arc_swap::ArcSwap;
 use http::{HeaderValue, Request, Response, StatusCode, Uri, Version, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -39,9 +40,37 @@ use crate::runtime::{PoolRuntime, Tried};
 
 /// What every request on one client connection shares.
 pub struct ConnCtx {
-    pub plan: Arc<ListenerPlan>,
+    /// The listener's plan as of this connection's last request: a keep-alive
+    /// connection moves to the newest plan at its next request (`current`), so a
+    /// config change reaches open connections too.
+    plan: ArcSwap<ListenerPlan>,
     pub client: SocketAddr,
     pub proto: &'static str,
+}
+
+impl ConnCtx {
+    pub fn new(plan: Arc<ListenerPlan>, client: SocketAddr, proto: &'static str) -> ConnCtx {
+        ConnCtx { plan: ArcSwap::new(plan), client, proto }
+    }
+
+    /// The newest plan of this listener (one atomic load when nothing changed).
+    pub fn current(&self) -> Arc<ListenerPlan> {
+        let mut p = self.plan.load_full();
+        if p.next.load().is_none() {
+            return p;
+        }
+        while let Some(n) = p.next.load_full() {
+            p = n;
+        }
+        self.plan.store(Arc::clone(&p));
+        p
+    }
+
+    /// The plan the connection started with or last moved to, for connection-level
+    /// settings (timeouts, TLS, counters) that a request does not change.
+    pub fn plan(&self) -> arc_swap::Guard<Arc<ListenerPlan>> {
+        self.plan.load()
+    }
 }
 
 /// What the request handler keeps per connection: the shared context and the
@@ -105,14 +134,14 @@ pub async fn serve_connection<I>(io: I, ctx: Arc<ConnCtx>, cancel: CancellationT
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let _active = ActiveConn::new(&ctx.plan);
+    let _active = ActiveConn::new(&ctx.plan());
     serve_hyper(io, Conn::new(ctx), cancel).await;
 }
 
 /// Serves a plain-TCP http connection: the HTTP/1.1 fast path, which gives the
 /// connection to hyper when it meets something it does not serve itself.
 pub async fn serve_http(stream: TcpStream, ctx: Arc<ConnCtx>, cancel: CancellationToken) {
-    let _active = ActiveConn::new(&ctx.plan);
+    let _active = ActiveConn::new(&ctx.plan());
     h1::serve(stream, Conn::new(ctx), cancel).await;
 }
 
@@ -125,7 +154,8 @@ where
         let conn = Arc::clone(&conn_ctx);
         async move { Ok::<_, Infallible>(handle(req.map(ClientBody::from), &conn).await) }
     });
-    let conn = ctx.plan.server.serve_connection_with_upgrades(TokioIo::new(io), service);
+    let plan = ctx.current();
+    let conn = plan.server.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
     tokio::select! {
         res = conn.as_mut() => {
@@ -143,21 +173,21 @@ where
 /// Serves an https connection: the TLS handshake (bounded by the header timeout,
 /// so a silent client cannot hold a slot), then HTTP as usual.
 pub async fn serve_tls(stream: TcpStream, ctx: Arc<ConnCtx>, cancel: CancellationToken) {
-    let Some(tls) = ctx.plan.tls.clone() else {
-        tracing::warn!(listener = %ctx.plan.name, "https listener has no usable certificate; connection closed");
+    let Some(tls) = ctx.plan().tls.clone() else {
+        tracing::warn!(listener = %ctx.plan().name, "https listener has no usable certificate; connection closed");
         return;
     };
-    let timeout = ctx.plan.rt.cfg.client_header_timeout;
+    let timeout = ctx.plan().rt.cfg.client_header_timeout;
     let stream = tokio::select! {
         r = tokio::time::timeout(timeout, tls.acceptor.accept(stream)) => match r {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                ctx.plan.metrics.tls_failures.inc();
+                ctx.plan().metrics.tls_failures.inc();
                 tracing::debug!(client = %ctx.client, error = %e, "TLS handshake failed");
                 return;
             }
             Err(_) => {
-                ctx.plan.metrics.tls_failures.inc();
+                ctx.plan().metrics.tls_failures.inc();
                 tracing::debug!(client = %ctx.client, "TLS handshake timed out");
                 return;
             }
@@ -230,7 +260,7 @@ fn redirect_https<B>(req: &Request<B>, port: u16) -> Response<ProxyBody> {
 /// its body is done.
 async fn handle(req: Request<ClientBody>, conn: &Conn) -> Response<ProxyBody> {
     let ctx = &conn.ctx;
-    let plan = &ctx.plan;
+    let plan = &ctx.current();
     let log = plan.access_log.as_ref().map(|l| {
         let host = match req.headers().get(header::HOST) {
             Some(h) => Some(h.clone()),
@@ -259,7 +289,7 @@ async fn handle(req: Request<ClientBody>, conn: &Conn) -> Response<ProxyBody> {
         sent: 0,
         log,
     };
-    let resp = proxy(req, ctx, &conn.client_ip, &mut done).await;
+    let resp = proxy(req, ctx, plan, &conn.client_ip, &mut done).await;
     done.status = resp.status().as_u16();
     let (parts, body) = resp.into_parts();
     Response::from_parts(parts, body.with_done(done))
@@ -268,10 +298,10 @@ async fn handle(req: Request<ClientBody>, conn: &Conn) -> Response<ProxyBody> {
 async fn proxy(
     mut req: Request<ClientBody>,
     ctx: &ConnCtx,
+    plan: &ListenerPlan,
     client_ip: &HeaderValue,
     done: &mut Done,
 ) -> Response<ProxyBody> {
-    let plan = &ctx.plan;
     if let Some(port) = plan.rt.cfg.http.redirect_https {
         return redirect_https(&req, port);
     }

@@ -59,6 +59,8 @@ pub struct ListenerPlan {
     pub access_log: Option<Arc<AccessLog>>,
     /// The hyper server settings, built once here rather than per connection.
     pub server: auto::Builder<TokioExecutor>,
+    /// Set when a new build replaces this plan: open connections follow it.
+    pub next: ArcSwapOption<ListenerPlan>,
 }
 
 impl ListenerPlan {
@@ -315,11 +317,17 @@ impl Plane {
                     default,
                     access_log: log.clone(),
                     server: super::server_builder(&l.cfg),
+                    next: ArcSwapOption::empty(),
                 }),
             );
         }
         kept.tls = tls_kept;
         self.rates.retain(&live_rates);
+        for (name, old) in self.plans.load().iter() {
+            if let Some(new) = plans.get(name) {
+                old.next.store(Some(Arc::clone(new)));
+            }
+        }
         self.plans.store(Arc::new(plans));
         errors
     }
