@@ -54,8 +54,9 @@ install_deps() {
 
 build_quorumlb() {
     [[ " $CONTENDERS " == *" quorumlb "* ]] || return 0
-    if [[ -x $QUORUMLB && ${BUILD:-0} != 1 ]]; then return 0; fi
-    log "building quorumlb (release, into $CARGO_TARGET_DIR; takes minutes)"
+    # Always through cargo (a no-op when fresh): a stale binary would bench old code.
+    if [[ -x $QUORUMLB && ${SKIP_BUILD:-0} == 1 ]]; then return 0; fi
+    log "building quorumlb (release, into $CARGO_TARGET_DIR; minutes when cold)"
     (cd "$REPO" && CARGO_TARGET_DIR=$CARGO_TARGET_DIR cargo build --release -p quorumlb) ||
         die "cargo build failed"
 }
