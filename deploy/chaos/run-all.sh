@@ -13,8 +13,9 @@ source "$(dirname "$0")/lib.sh"
 qlab_need_root
 
 all=(restart-witness flap-backend netem-node kill-active switchover sigstop-active partition-active rolling-restart
-  failback-nopreempt failback-preempt)
-short=(kill-active switchover sigstop-active partition-active restart-witness failback-nopreempt failback-preempt)
+  failback-nopreempt failback-preempt ipv6-failover)
+short=(kill-active switchover sigstop-active partition-active restart-witness failback-nopreempt failback-preempt
+  ipv6-failover)
 up=0 picked=()
 for arg in "$@"; do
   case $arg in
@@ -37,7 +38,8 @@ qlab_require_up
 
 mkdir -p "$QLAB_DIR"
 results=$QLAB_DIR/results.jsonl
-start_line=$(( $(wc -l <"$results" 2>/dev/null || echo 0) + 1 ))
+touch "$results"
+start_line=$(( $(wc -l <"$results") + 1 ))
 declare -A rc_of=()
 for s in "${picked[@]}"; do
   qlab_log "=== $s"

@@ -28,6 +28,9 @@ QLAB_CHAOS=$QLAB_ROOT/deploy/chaos
 # Address plan: one private /24 on one bridge, no gateway, no route anywhere else.
 QLAB_NET=10.10.0
 QLAB_VIP=$QLAB_NET.100
+# The same hosts on a ULA /64 (added with nodad), and a second VIP on IPv6.
+QLAB_NET6=fd00:10:10::
+QLAB_VIP6=${QLAB_NET6}100
 QLAB_HTTP_PORT=80
 QLAB_TCP_PORT=9000
 QLAB_CLUSTER_PORT=7400
@@ -45,6 +48,15 @@ declare -A QLAB_NODE_ID=([lb1]=1 [lb2]=2 [wit]=3)
 
 qlab_ns() { echo "$QLAB_PREFIX-$1"; }
 qlab_ip() { echo "$QLAB_NET.${QLAB_OCTET[$1]}"; }
+qlab_ip6() { echo "$QLAB_NET6${QLAB_OCTET[$1]}"; }
+# The proxies whose eth0 holds the IPv6 VIP right now.
+qlab_vip6_holders() {
+  local p out=()
+  for p in "${QLAB_PROXIES[@]}"; do
+    ip -n "$(qlab_ns "$p")" -o -6 addr show dev eth0 2>/dev/null | grep -q " $QLAB_VIP6/" && out+=("$p")
+  done
+  echo "${out[*]}"
+}
 qlab_sw() { echo "$QLAB_PREFIX-sw"; }
 # The MAC of HOST's eth0 as the kernel has it (up.sh sets 02:00:0a:0a:00:<octet>).
 qlab_mac() { ip -n "$(qlab_ns "$1")" -o link show eth0 2>/dev/null | sed -n 's/.*link\/ether \([0-9a-f:]*\).*/\1/p'; }

@@ -8,6 +8,7 @@
 #   qlab-wit     10.10.0.13   witness, node id 3
 #   qlab-be1..3  10.10.0.21-23 backends (HTTP :8080, TCP echo :9000)
 #   VIP 10.10.0.100: http :80 (pools with cookie and header stickiness), tcp :9000
+#   VIP fd00:10:10::100: http :80 (every host also has fd00:10:10::<octet>/64)
 #
 # Nothing is added to the root namespace. State and PIDs go to $QLAB_DIR
 # (default /run/qlab); deploy/lab/down.sh removes exactly what is recorded there.
@@ -67,6 +68,7 @@ for h in "${QLAB_HOSTS[@]}"; do
   ip -n "$sw" link set "v-$h" master br0 up
   ip -n "$ns" link set eth0 address "$(printf '02:00:0a:0a:00:%02x' "${QLAB_OCTET[$h]}")"
   ip -n "$ns" addr add "$(qlab_ip "$h")/24" dev eth0
+  ip -n "$ns" addr add "$(qlab_ip6 "$h")/64" dev eth0 nodad
   ip -n "$ns" link set eth0 up
 done
 for p in "${QLAB_PROXIES[@]}"; do
@@ -100,6 +102,13 @@ default_pool = "web"
   [[listener.route]]
   path_prefix = "/h/"
   pool = "web_header"
+
+# The same service on the IPv6 VIP.
+[[listener]]
+name = "web6"
+bind = "[$QLAB_VIP6]:$QLAB_HTTP_PORT"
+protocol = "http"
+default_pool = "web"
 
 [[listener]]
 name = "stream"
@@ -167,6 +176,13 @@ $admin_pass_line
 
 [[vip]]
 address = "$QLAB_VIP/24"
+interface = "eth0"
+priority = { 1 = 150, 2 = 100 }
+preempt = false
+lease_ms = ${QLAB_LEASE_MS:-1000}
+
+[[vip]]
+address = "$QLAB_VIP6/64"
 interface = "eth0"
 priority = { 1 = 150, 2 = 100 }
 preempt = false

@@ -93,6 +93,14 @@ impl VipController {
         self.preempt_pending.clear();
     }
 
+    /// Forgets the preempt timers of VIPs no longer configured. Called with the
+    /// whole VIP list, separately from `decide`: a caller that decides one VIP at a
+    /// time (each VIP has its own grant table) must not have the other VIPs'
+    /// timers reset on every call, or a preempt delay never runs out.
+    pub fn retain_vips(&mut self, vips: &[VipConfig]) {
+        self.preempt_pending.retain(|vip, _| vips.iter().any(|c| c.address == *vip));
+    }
+
     /// The assignments to propose now, each at the committed epoch + 1. Call it on
     /// every change of input and periodically (a few times per lease), since waits
     /// end by the passage of time alone.
@@ -101,7 +109,6 @@ impl VipController {
             return Vec::new();
         }
         let mut out = Vec::new();
-        self.preempt_pending.retain(|vip, _| input.vips.iter().any(|c| c.address == *vip));
         for cfg in input.vips {
             let current = input.assignments.get(&cfg.address).copied().unwrap_or(VipAssign {
                 vip: cfg.address,
@@ -231,9 +238,18 @@ mod tests {
             }
         }
 
+        /// One VIP at a time, as the node's leader loop calls it.
         fn tick(&mut self) -> Vec<VipAssign> {
-            let input = ControllerInput { vips: &self.vips, nodes: &self.nodes, assignments: &self.assignments };
-            let out = self.ctl.decide(&input, &self.grants, self.now);
+            self.ctl.retain_vips(&self.vips);
+            let mut out = Vec::new();
+            for v in &self.vips {
+                let input = ControllerInput {
+                    vips: std::slice::from_ref(v),
+                    nodes: &self.nodes,
+                    assignments: &self.assignments,
+                };
+                out.extend(self.ctl.decide(&input, &self.grants, self.now));
+            }
             for a in &out {
                 self.assignments.insert(a.vip, *a);
             }
@@ -394,6 +410,26 @@ mod tests {
         w.set(2, |n| n.alive = true);
         w.run(1000);
         assert_eq!((w.owner(V1), w.owner(V2)), (Some(1), Some(2)), "failback with preempt");
+    }
+
+    #[test]
+    fn preempt_delay_runs_out_for_each_of_several_vips_decided_one_at_a_time() {
+        // Regression: deciding one VIP reset the other VIPs' preempt timers, so
+        // with two VIPs and a delay the better node never took either back.
+        let mut w = World::new(
+            vec![vipc(V1, &[(1, 150), (2, 100)], true, 500), vipc(V2, &[(1, 150), (2, 100)], true, 500)],
+            &[(1, proxy()), (2, proxy())],
+        );
+        w.set(1, |n| n.alive = false);
+        w.run(1000);
+        assert_eq!((w.owner(V1), w.owner(V2)), (Some(2), Some(2)));
+        w.set(1, |n| n.alive = true);
+        w.run(2000);
+        assert_eq!((w.owner(V1), w.owner(V2)), (Some(1), Some(1)), "both fail back after the delay");
+        // And a VIP dropped from the config loses its timer.
+        w.vips.truncate(1);
+        w.ctl.retain_vips(&w.vips);
+        assert!(w.ctl.preempt_pending.keys().all(|v| *v == V1.parse().unwrap()));
     }
 
     /// Flap node 1 (preferred) every 150 ms for 6 s; model each node's lease as the

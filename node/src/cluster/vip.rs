@@ -199,6 +199,7 @@ impl LeaderVips {
         let vips: Vec<VipConfig> = st.vips.iter().filter_map(vip_config).collect();
         let mut out = Vec::new();
         let LeaderState { grants, controller, leaving_since, .. } = &mut *st;
+        controller.retain_vips(&vips);
         for v in &vips {
             let Some(table) = grants.get(&v.address) else { continue };
             // A leaving node that still owns this VIP is left alone for a moment:
