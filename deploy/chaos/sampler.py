@@ -79,41 +79,58 @@ def in_netns(ns, fn):
         os.close(own)
 
 
+def netlink_dump(sock, seq, msg):
+    """Sends one NLM_F_DUMP request; yields (type, data, offset, length) of each answer
+    message carrying `seq`, until NLMSG_DONE or NLMSG_ERROR."""
+    sock.send(msg)
+    while True:
+        data = sock.recv(65536)
+        off = 0
+        while off + 16 <= len(data):
+            length, typ, _flags, mseq, _pid = struct.unpack_from("=LHHLL", data, off)
+            if length < 16:
+                return
+            if mseq == seq:
+                if typ in (NLMSG_DONE, NLMSG_ERROR):
+                    return
+                yield typ, data, off, length
+            off += (length + 3) & ~3
+
+
+def rtattrs(data, a, end):
+    """(type, payload) of the route attributes in data[a:end]."""
+    while a + 4 <= end:
+        alen, atyp = struct.unpack_from("=HH", data, a)
+        if alen < 4:
+            return
+        yield atyp, data[a + 4 : a + alen]
+        a += (alen + 3) & ~3
+
+
+def route_socket(ns):
+    sock = in_netns(ns, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE))
+    sock.bind((0, 0))
+    sock.settimeout(1.0)
+    return sock
+
+
 class AddrWatch:
     def __init__(self, ns):
         self.ns = ns
-        self.sock = in_netns(ns, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE))
-        self.sock.bind((0, 0))
-        self.sock.settimeout(1.0)
+        self.sock = route_socket(ns)
         self.seq = 0
 
     def ipv4s(self):
         self.seq += 1
         msg = struct.pack("=LHHLL", 16 + 8, RTM_GETADDR, NLM_F_REQUEST | NLM_F_DUMP, self.seq, 0)
         msg += struct.pack("=BBBBI", socket.AF_INET, 0, 0, 0, 0)
-        self.sock.send(msg)
         out = set()
-        while True:
-            data = self.sock.recv(65536)
-            off = 0
-            while off + 16 <= len(data):
-                length, typ, _flags, seq, _pid = struct.unpack_from("=LHHLL", data, off)
-                if length < 16:
-                    return out
-                if seq == self.seq:
-                    if typ == NLMSG_DONE or typ == NLMSG_ERROR:
-                        return out
-                    if typ == RTM_NEWADDR:
-                        a = off + 16 + 8
-                        end = off + length
-                        while a + 4 <= end:
-                            alen, atyp = struct.unpack_from("=HH", data, a)
-                            if alen < 4:
-                                break
-                            if atyp in (IFA_LOCAL, IFA_ADDRESS) and alen == 8:
-                                out.add(socket.inet_ntoa(data[a + 4 : a + 8]))
-                            a += (alen + 3) & ~3
-                off += (length + 3) & ~3
+        for typ, data, off, length in netlink_dump(self.sock, self.seq, msg):
+            if typ == RTM_NEWADDR:
+                for atyp, payload in rtattrs(data, off + 16 + 8, off + length):
+                    if atyp in (IFA_LOCAL, IFA_ADDRESS) and len(payload) == 4:
+                        out.add(socket.inet_ntoa(payload))
+        return out
 
 
 class NeighWatch:
@@ -121,9 +138,7 @@ class NeighWatch:
 
     def __init__(self, ns, ip):
         self.ip = socket.inet_aton(ip)
-        self.sock = in_netns(ns, lambda: socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE))
-        self.sock.bind((0, 0))
-        self.sock.settimeout(1.0)
+        self.sock = route_socket(ns)
         self.seq = 0
 
     def lookup(self):
@@ -131,34 +146,15 @@ class NeighWatch:
         self.seq += 1
         msg = struct.pack("=LHHLL", 16 + 12, RTM_GETNEIGH, NLM_F_REQUEST | NLM_F_DUMP, self.seq, 0)
         msg += struct.pack("=BxxxiHBB", socket.AF_INET, 0, 0, 0, 0)
-        self.sock.send(msg)
         found = (None, None)
-        while True:
-            data = self.sock.recv(65536)
-            off = 0
-            while off + 16 <= len(data):
-                length, typ, _flags, seq, _pid = struct.unpack_from("=LHHLL", data, off)
-                if length < 16:
-                    return found
-                if seq == self.seq:
-                    if typ == NLMSG_DONE or typ == NLMSG_ERROR:
-                        return found
-                    if typ == RTM_NEWNEIGH and length >= 16 + 12:
-                        state = struct.unpack_from("=H", data, off + 16 + 8)[0]
-                        a, end = off + 16 + 12, off + length
-                        dst = mac = None
-                        while a + 4 <= end:
-                            alen, atyp = struct.unpack_from("=HH", data, a)
-                            if alen < 4:
-                                break
-                            if atyp == NDA_DST:
-                                dst = data[a + 4 : a + alen]
-                            elif atyp == NDA_LLADDR:
-                                mac = data[a + 4 : a + alen].hex(":")
-                            a += (alen + 3) & ~3
-                        if dst == self.ip:
-                            found = (mac, NUD_STATES.get(state, hex(state)))
-                off += (length + 3) & ~3
+        for typ, data, off, length in netlink_dump(self.sock, self.seq, msg):
+            if typ == RTM_NEWNEIGH and length >= 16 + 12:
+                state = struct.unpack_from("=H", data, off + 16 + 8)[0]
+                attrs = dict(rtattrs(data, off + 16 + 12, off + length))
+                if attrs.get(NDA_DST) == self.ip:
+                    mac = attrs.get(NDA_LLADDR)
+                    found = (mac.hex(":") if mac is not None else None, NUD_STATES.get(state, hex(state)))
+        return found
 
 
 def fence_state(ns, vip):

@@ -49,14 +49,6 @@ declare -A QLAB_NODE_ID=([lb1]=1 [lb2]=2 [wit]=3)
 qlab_ns() { echo "$QLAB_PREFIX-$1"; }
 qlab_ip() { echo "$QLAB_NET.${QLAB_OCTET[$1]}"; }
 qlab_ip6() { echo "$QLAB_NET6${QLAB_OCTET[$1]}"; }
-# The proxies whose eth0 holds the IPv6 VIP right now.
-qlab_vip6_holders() {
-  local p out=()
-  for p in "${QLAB_PROXIES[@]}"; do
-    ip -n "$(qlab_ns "$p")" -o -6 addr show dev eth0 2>/dev/null | grep -q " $QLAB_VIP6/" && out+=("$p")
-  done
-  echo "${out[*]}"
-}
 qlab_sw() { echo "$QLAB_PREFIX-sw"; }
 # The MAC of HOST's eth0 as the kernel has it (up.sh sets 02:00:0a:0a:00:<octet>).
 qlab_mac() { ip -n "$(qlab_ns "$1")" -o link show eth0 2>/dev/null | sed -n 's/.*link\/ether \([0-9a-f:]*\).*/\1/p'; }
@@ -183,14 +175,17 @@ qlab_start_backend() {
     --http "$(qlab_ip "$be"):$QLAB_BACKEND_HTTP" --tcp "$(qlab_ip "$be"):$QLAB_BACKEND_TCP" >/dev/null
 }
 
-# Proxy namespaces that hold the VIP on eth0 right now (ground truth).
+# Proxy namespaces that hold the VIP on eth0 right now (ground truth); with
+# argument "6", the IPv6 VIP.
 qlab_vip_holders() {
-  local p out=()
+  local family=${1:-4} vip=$QLAB_VIP p out=()
+  [ "$family" = 6 ] && vip=$QLAB_VIP6
   for p in "${QLAB_PROXIES[@]}"; do
-    ip -n "$(qlab_ns "$p")" -o -4 addr show dev eth0 2>/dev/null | grep -q " $QLAB_VIP/" && out+=("$p")
+    ip -n "$(qlab_ns "$p")" -o "-$family" addr show dev eth0 2>/dev/null | grep -q " $vip/" && out+=("$p")
   done
   echo "${out[*]}"
 }
+qlab_vip6_holders() { qlab_vip_holders 6; }
 
 # Proxies that *own* the VIP now: hold the address and are not fenced. A node that
 # was killed or frozen keeps its address, but once its lease ran out its nftables
