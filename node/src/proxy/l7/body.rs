@@ -18,6 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use prometheus_client::metrics::counter::Counter;
 
+use super::raw::RawBody;
 use super::upstream::{HostPool, Sender};
 use crate::balance::BackendState;
 use crate::metrics::TargetMetrics;
@@ -64,7 +65,15 @@ impl Drop for Done {
 }
 
 enum Kind {
-    Upstream { body: Incoming, finish: Option<Finish> },
+    Upstream {
+        body: Incoming,
+        finish: Option<Finish>,
+    },
+    /// From our own client: the body returns its connection itself.
+    Raw {
+        body: RawBody,
+        finish: Option<Finish>,
+    },
     Full(Option<Bytes>),
 }
 
@@ -84,6 +93,10 @@ impl ProxyBody {
 
     pub fn upstream(body: Incoming, finish: Finish) -> Self {
         ProxyBody { kind: Kind::Upstream { body, finish: Some(finish) }, done: None }
+    }
+
+    pub fn raw(body: RawBody, finish: Finish) -> Self {
+        ProxyBody { kind: Kind::Raw { body, finish: Some(finish) }, done: None }
     }
 
     pub fn with_done(mut self, done: Done) -> Self {
@@ -144,6 +157,19 @@ impl Body for ProxyBody {
                 }
                 Poll::Pending => Poll::Pending,
             },
+            Kind::Raw { body, finish } => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(Some(Ok(frame))) => {
+                        if let (Some(f), Some(d)) = (finish.as_ref(), frame.data_ref()) {
+                            f.state.stats.bytes_out.fetch_add(d.len() as u64, Ordering::Relaxed);
+                        }
+                    }
+                    Poll::Ready(_) => drop(finish.take()),
+                    Poll::Pending => {}
+                }
+                polled
+            }
         };
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(d) = frame.data_ref() {
@@ -158,6 +184,7 @@ impl Body for ProxyBody {
         match &self.kind {
             Kind::Full(b) => b.is_none(),
             Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Raw { body, .. } => body.is_end_stream(),
         }
     }
 
@@ -166,6 +193,7 @@ impl Body for ProxyBody {
             Kind::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             Kind::Full(None) => SizeHint::with_exact(0),
             Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Raw { body, .. } => body.size_hint(),
         }
     }
 }
@@ -175,6 +203,16 @@ impl Body for ProxyBody {
 pub enum ClientBody {
     Hyper(Incoming),
     Empty,
+}
+
+impl ClientBody {
+    /// No body bytes will come.
+    pub fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Hyper(b) => b.is_end_stream(),
+            ClientBody::Empty => true,
+        }
+    }
 }
 
 impl From<Incoming> for ClientBody {
@@ -241,10 +279,7 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        match &self.inner {
-            ClientBody::Hyper(b) => b.is_end_stream(),
-            ClientBody::Empty => true,
-        }
+        self.inner.is_end_stream()
     }
 
     fn size_hint(&self) -> SizeHint {

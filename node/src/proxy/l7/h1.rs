@@ -21,7 +21,7 @@ use futures_util::FutureExt;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri, Version, header};
 use http_body::Body;
 use http_body_util::BodyExt;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -51,14 +51,14 @@ thread_local! {
     static DATE: RefCell<(u64, Option<HeaderValue>)> = const { RefCell::new((0, None)) };
 }
 
-fn take_buf() -> BytesMut {
+pub(super) fn take_buf() -> BytesMut {
     let mut b = POOL.with(|p| p.borrow_mut().pop()).unwrap_or_default();
     b.reserve(BUF_SIZE);
     b
 }
 
-fn give_back(mut b: BytesMut) {
-    if b.capacity() > POOL_KEEP_MAX {
+pub(super) fn give_back(mut b: BytesMut) {
+    if b.capacity() > POOL_KEEP_MAX || b.capacity() == 0 {
         return;
     }
     b.clear();
@@ -150,7 +150,10 @@ async fn exchange(stream: &mut TcpStream, conn: &Conn, cancel: &CancellationToke
         if buf.capacity() - buf.len() < 512 {
             buf.reserve(BUF_SIZE);
         }
-        match stream.try_read_buf(&mut buf) {
+        // poll_read (not try_read): a short read clears the socket's readiness,
+        // so the idle wait after the response needs no EAGAIN read to start.
+        let read = stream.read_buf(&mut buf).now_or_never().unwrap_or_else(|| Err(io::ErrorKind::WouldBlock.into()));
+        match read {
             Ok(0) => {
                 give_back(buf);
                 return Step::Close;
@@ -298,17 +301,21 @@ fn convert(
                 keep |= t.eq_ignore_ascii_case(b"keep-alive");
             }
         }
-        // The value's place in `buf` is its place in the copy.
-        let at = h.value.as_ptr().addr().wrapping_sub(buf.as_ptr().addr());
-        let Some(shared) = at.checked_add(h.value.len()).filter(|&end| end <= len).map(|end| bytes.slice(at..end))
-        else {
-            return Err(StatusCode::BAD_REQUEST);
-        };
-        let value = HeaderValue::from_maybe_shared(shared).map_err(|_| StatusCode::BAD_REQUEST)?;
+        let value = shared_value(&bytes, buf, h.value).ok_or(StatusCode::BAD_REQUEST)?;
         headers.append(name, value);
     }
     let keep_alive = !close && (version == Version::HTTP_11 || keep);
     Ok(Parsed::Complete(Head { len, method, uri, version, headers, keep_alive }))
+}
+
+/// A header value parsed from `buf` as a slice of `copy`, the copy of `buf`'s
+/// head: no allocation per value. `None` if `value` is not inside the copied part
+/// or is not a valid header value.
+pub(super) fn shared_value(copy: &Bytes, buf: &[u8], value: &[u8]) -> Option<HeaderValue> {
+    // The value's place in `buf` is its place in the copy.
+    let at = value.as_ptr().addr().wrapping_sub(buf.as_ptr().addr());
+    let end = at.checked_add(value.len()).filter(|&end| end <= copy.len())?;
+    HeaderValue::from_maybe_shared(copy.slice(at..end)).ok()
 }
 
 /// A `Content-Length` of zero: no body. Anything else (a length, a list, junk)

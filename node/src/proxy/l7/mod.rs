@@ -10,6 +10,7 @@ mod body;
 mod h1;
 mod headers;
 pub mod plan;
+mod raw;
 pub mod route;
 pub mod upstream;
 
@@ -37,6 +38,7 @@ use crate::config::HashKey;
 use crate::limits::rate::retry_after_secs;
 use crate::metrics::access_log::AccessRecord;
 use crate::runtime::{PoolRuntime, Tried};
+use upstream::{HostPool, Sender};
 
 /// What every request on one client connection shares.
 pub struct ConnCtx {
@@ -353,6 +355,14 @@ async fn proxy(
         None => Uri::from_static("/"),
     };
     parts.version = Version::HTTP_11;
+    // Without a body (and no upgrade) our own HTTP/1.1 client serves plain-TCP
+    // backends: the request head is written once here for every attempt.
+    let raw_head = (!upgrade && body.is_end_stream()).then(|| {
+        let mut head = raw::HeadBuf::new();
+        raw::write_request(&mut head, &parts.method, &parts.uri, &parts.headers);
+        head
+    });
+    let method = parts.method.clone();
     let body = RequestBody::new(body, route.max_body, plan.metrics.bytes_in.clone());
     let over = body.over_flag();
     let mut req = Some(Request::from_parts(parts, body));
@@ -376,36 +386,13 @@ async fn proxy(
         backend.state.acquire();
         backend.state.stats.requests.fetch_add(1, Ordering::Relaxed);
 
-        // A pooled connection may turn out closed before the request was written;
-        // then the request comes back and one fresh connection is tried.
-        let mut pooled = if upgrade { None } else { host.checkout().await };
         let started = Instant::now();
-        let result = loop {
-            let reused = pooled.is_some();
-            let mut sender = match pooled.take() {
-                Some(s) => s,
-                None => match host.connect(pool.cfg.connect_timeout, upgrade).await {
-                    Ok(s) => s,
-                    Err(e) => break Err((e.to_string(), StatusCode::BAD_GATEWAY, true)),
-                },
-            };
-            let Some(r) = req.take() else {
-                break Err(("request body already consumed".into(), StatusCode::BAD_GATEWAY, false));
-            };
-            match tokio::time::timeout(pool.cfg.response_timeout, sender.try_send_request(r)).await {
-                Err(_) => break Err(("timed out waiting for response".into(), StatusCode::GATEWAY_TIMEOUT, false)),
-                Ok(Ok(resp)) => break Ok((resp, sender)),
-                Ok(Err(mut e)) => {
-                    if let (true, Some(r)) = (reused, e.take_message()) {
-                        req = Some(r);
-                        continue;
-                    }
-                    break Err((e.into_error().to_string(), StatusCode::BAD_GATEWAY, false));
-                }
-            }
+        let result = match &raw_head {
+            Some(head) if host.is_plain() => raw_attempt(host, head, &method, &pool.cfg).await.map(Upstream::Raw),
+            _ => hyper_attempt(host, &mut req, upgrade, &pool.cfg).await.map(|(r, s)| Upstream::Hyper(r, s)),
         };
         match result {
-            Ok((mut resp, sender)) => {
+            Ok(up) => {
                 let upstream_time = started.elapsed();
                 backend.state.observe_latency_us(upstream_time.as_micros() as u64);
                 backend.state.record_success();
@@ -417,13 +404,24 @@ async fn proxy(
                     rec.upstream = Some(backend.addr);
                     rec.upstream_time = Some(upstream_time);
                 }
-                if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
-                    if let Some(client_upgrade) = client_upgrade {
-                        let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                        tokio::spawn(tunnel(client_upgrade, upstream_upgrade, backend.addr));
+                let state = Arc::clone(&backend.state);
+                let (mut rparts, body) = match up {
+                    Upstream::Raw(resp) => {
+                        let (p, b) = resp.into_parts();
+                        (p, ProxyBody::raw(b, Finish { state, conn: None }))
                     }
-                }
-                let (mut rparts, rbody) = resp.into_parts();
+                    Upstream::Hyper(mut resp, sender) => {
+                        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+                            if let Some(client_upgrade) = client_upgrade {
+                                let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                                tokio::spawn(tunnel(client_upgrade, upstream_upgrade, backend.addr));
+                            }
+                        }
+                        let (p, b) = resp.into_parts();
+                        let conn = (!upgrade).then(|| (Arc::clone(host), sender));
+                        (p, ProxyBody::upstream(b, Finish { state, conn }))
+                    }
+                };
                 let keep_upgrade = rparts.status == StatusCode::SWITCHING_PROTOCOLS;
                 headers::strip_hop_by_hop(&mut rparts.headers, keep_upgrade);
                 if let Some((s, d)) = &sticky {
@@ -431,9 +429,7 @@ async fn proxy(
                         rparts.headers.append(header::SET_COOKIE, cookie);
                     }
                 }
-                let conn = (!upgrade).then(|| (Arc::clone(host), sender));
-                let finish = Finish { state: Arc::clone(&backend.state), conn };
-                return Response::from_parts(rparts, ProxyBody::upstream(rbody, finish));
+                return Response::from_parts(rparts, body);
             }
             Err((why, status, connect_failed)) => {
                 backend.state.release();
@@ -461,6 +457,81 @@ async fn proxy(
         Some(StatusCode::GATEWAY_TIMEOUT) => local(StatusCode::GATEWAY_TIMEOUT, "504 Gateway Timeout\n"),
         Some(_) => local(StatusCode::BAD_GATEWAY, "502 Bad Gateway\n"),
         None => local(StatusCode::SERVICE_UNAVAILABLE, "503 Service Unavailable: no backend available\n"),
+    }
+}
+
+/// A backend's answer, from hyper's client or our own.
+enum Upstream {
+    Hyper(Response<Incoming>, Sender),
+    Raw(Response<raw::RawBody>),
+}
+
+/// What failed in an attempt: the message, the status to answer with, and
+/// whether the connect failed (the request was not sent, so another backend may
+/// take it).
+type AttemptError = (String, StatusCode, bool);
+
+/// One attempt through our own client. A pooled connection that turns out closed
+/// before any response byte is replaced by a fresh one, for idempotent methods.
+async fn raw_attempt(
+    host: &Arc<HostPool>,
+    head: &[u8],
+    method: &http::Method,
+    cfg: &crate::config::Pool,
+) -> Result<Response<raw::RawBody>, AttemptError> {
+    let mut pooled = host.checkout_raw();
+    loop {
+        let reused = pooled.is_some();
+        let stream = match pooled.take() {
+            Some(s) => s,
+            None => host
+                .connect_raw(cfg.connect_timeout)
+                .await
+                .map_err(|e| (e.to_string(), StatusCode::BAD_GATEWAY, true))?,
+        };
+        let exchange = raw::exchange(stream, head, method == http::Method::HEAD, host);
+        match tokio::time::timeout(cfg.response_timeout, exchange).await {
+            Err(_) => return Err(("timed out waiting for response".into(), StatusCode::GATEWAY_TIMEOUT, false)),
+            Ok(Ok(resp)) => return Ok(resp),
+            Ok(Err(raw::RawError::NoResponse(_))) if reused && raw::idempotent(method) => continue,
+            Ok(Err(e)) => return Err((e.to_string(), StatusCode::BAD_GATEWAY, false)),
+        }
+    }
+}
+
+/// One attempt through hyper's client. A pooled connection may turn out closed
+/// before the request was written; then the request comes back and one fresh
+/// connection is tried.
+async fn hyper_attempt(
+    host: &Arc<HostPool>,
+    req: &mut Option<Request<RequestBody>>,
+    upgrade: bool,
+    cfg: &crate::config::Pool,
+) -> Result<(Response<Incoming>, Sender), AttemptError> {
+    let mut pooled = if upgrade { None } else { host.checkout().await };
+    loop {
+        let reused = pooled.is_some();
+        let mut sender = match pooled.take() {
+            Some(s) => s,
+            None => match host.connect(cfg.connect_timeout, upgrade).await {
+                Ok(s) => s,
+                Err(e) => return Err((e.to_string(), StatusCode::BAD_GATEWAY, true)),
+            },
+        };
+        let Some(r) = req.take() else {
+            return Err(("request body already consumed".into(), StatusCode::BAD_GATEWAY, false));
+        };
+        match tokio::time::timeout(cfg.response_timeout, sender.try_send_request(r)).await {
+            Err(_) => return Err(("timed out waiting for response".into(), StatusCode::GATEWAY_TIMEOUT, false)),
+            Ok(Ok(resp)) => return Ok((resp, sender)),
+            Ok(Err(mut e)) => {
+                if let (true, Some(r)) = (reused, e.take_message()) {
+                    *req = Some(r);
+                    continue;
+                }
+                return Err((e.into_error().to_string(), StatusCode::BAD_GATEWAY, false));
+            }
+        }
     }
 }
 

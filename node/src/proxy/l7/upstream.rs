@@ -4,6 +4,10 @@
 //! to the end, so a reused connection is always at a message boundary. With
 //! `[pool.tls]` the connection is TLS (rustls); the connector is set per pool by
 //! the L7 plane and swapping it empties the idle list.
+//!
+//! Two idle lists: hyper's client connections (requests with a body, TLS
+//! backends) and bare sockets for our own client (`raw`, requests without a
+//! body to plain-TCP backends). `keepalive N` bounds each list.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -38,6 +42,7 @@ pub enum ConnectError {
 pub struct HostPool {
     addr: SocketAddr,
     idle: Mutex<Vec<(Sender, Instant)>>,
+    raw_idle: Mutex<Vec<(TcpStream, Instant)>>,
     max_idle: AtomicUsize,
     idle_timeout_ms: AtomicU64,
     tls: ArcSwapOption<UpstreamConnector>,
@@ -48,6 +53,7 @@ impl HostPool {
         HostPool {
             addr,
             idle: Mutex::new(Vec::new()),
+            raw_idle: Mutex::new(Vec::new()),
             max_idle: AtomicUsize::new(64),
             idle_timeout_ms: AtomicU64::new(60_000),
             tls: ArcSwapOption::empty(),
@@ -65,6 +71,7 @@ impl HostPool {
         };
         if !same {
             self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+            self.raw_idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
         }
     }
 
@@ -103,19 +110,60 @@ impl HostPool {
     }
 
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+        self.idle.lock().map(|v| v.len()).unwrap_or(0) + self.raw_idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// Plain TCP towards this backend: our own HTTP/1.1 client may serve it.
+    pub fn is_plain(&self) -> bool {
+        self.tls.load().is_none()
+    }
+
+    /// Takes an idle bare connection, newest first, skipping those past the idle
+    /// timeout and those the backend closed or wrote to while idle.
+    pub fn checkout_raw(&self) -> Option<TcpStream> {
+        let timeout = Duration::from_millis(self.idle_timeout_ms.load(Ordering::Relaxed));
+        let mut idle = self.raw_idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((stream, since)) = idle.pop() {
+            if since.elapsed() < timeout && super::raw::is_clean(&stream) {
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    /// Returns a bare connection after a complete exchange. Connections past the
+    /// idle timeout at the old end of the list are closed on the way.
+    pub fn checkin_raw(&self, stream: TcpStream) {
+        let max = self.max_idle.load(Ordering::Relaxed);
+        let timeout = Duration::from_millis(self.idle_timeout_ms.load(Ordering::Relaxed));
+        let mut idle = self.raw_idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.first().is_some_and(|(_, since)| since.elapsed() >= timeout) {
+            let stale = idle.iter().take_while(|(_, since)| since.elapsed() >= timeout).count();
+            idle.drain(..stale);
+        }
+        if idle.len() < max {
+            idle.push((stream, Instant::now()));
+        }
+    }
+
+    /// Opens a bare connection for our own client.
+    pub async fn connect_raw(&self, timeout: Duration) -> Result<TcpStream, ConnectError> {
+        let addr = self.addr;
+        match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+            Err(_) => Err(ConnectError::Timeout(addr)),
+            Ok(Err(e)) => Err(ConnectError::Io(addr, e)),
+            Ok(Ok(s)) => {
+                let _ = s.set_nodelay(true);
+                Ok(s)
+            }
+        }
     }
 
     /// Opens a new connection. `upgrades` keeps the socket usable after a 101
     /// response (WebSocket); such connections are never pooled.
     pub async fn connect(&self, timeout: Duration, upgrades: bool) -> Result<Sender, ConnectError> {
         let addr = self.addr;
-        let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-            Err(_) => return Err(ConnectError::Timeout(addr)),
-            Ok(Err(e)) => return Err(ConnectError::Io(addr, e)),
-            Ok(Ok(s)) => s,
-        };
-        let _ = stream.set_nodelay(true);
+        let stream = self.connect_raw(timeout).await?;
         let tls = self.tls.load_full();
         match tls {
             None => handshake(stream, addr, upgrades).await,

@@ -1,0 +1,589 @@
+//! Our own HTTP/1.1 client for plain-TCP backends, used for requests without a
+//! body (most traffic). The request head goes out in one write, the response head
+//! is parsed with `httparse` from a pooled buffer, and the body is read by the
+//! client connection's own task: no per-connection task, channel or cross-task
+//! wake-up per request, which is what hyper's client costs. An idle pooled
+//! connection is a bare `TcpStream` without a buffer.
+//!
+//! Requests with a body, upgrades and TLS backends keep hyper's client.
+//!
+//! Framing follows RFC 9112 section 6.3: no body for HEAD, 1xx, 204 and 304;
+//! `Transfer-Encoding` wins over `Content-Length` (and the connection is not
+//! reused after such a message); chunked bodies are decoded here (trailers are
+//! dropped, as with hyper); without either the body runs until the backend
+//! closes. A connection goes back to the pool only after a complete message with
+//! nothing extra behind it, from a backend that keeps connections open.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, Method, StatusCode, Uri, Version, header};
+use http_body::{Body, Frame, SizeHint};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::body::BoxError;
+use super::h1::{give_back, shared_value, take_buf};
+use super::upstream::HostPool;
+
+/// A response head larger than this is refused (502).
+const MAX_HEAD: usize = 64 * 1024;
+/// Response headers parsed on the stack; more is refused.
+const MAX_HEADERS: usize = 100;
+/// Body reads start at this size and double while they fill up, to `READ_MAX`.
+const READ_MIN: usize = 16 * 1024;
+const READ_MAX: usize = 256 * 1024;
+/// A chunk-size line (with extensions) or the trailer section past this is refused.
+const MAX_CHUNK_LINE: usize = 4096;
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RawError {
+    /// Nothing of a response arrived: the connection closed or failed before.
+    /// Safe to send again on a new connection if the method is idempotent.
+    #[error("backend closed the connection before answering: {0}")]
+    NoResponse(io::Error),
+    #[error("reading the response failed: {0}")]
+    Io(io::Error),
+    #[error("invalid response from backend: {0}")]
+    Malformed(&'static str),
+}
+
+/// Serializes a request head: request line in origin form, then the headers in
+/// the map's order.
+pub fn write_request(out: &mut BytesMut, method: &Method, uri: &Uri, headers: &HeaderMap) {
+    out.extend_from_slice(method.as_str().as_bytes());
+    out.extend_from_slice(b" ");
+    out.extend_from_slice(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A request head in a pooled buffer, given back when dropped.
+pub struct HeadBuf(BytesMut);
+
+impl HeadBuf {
+    pub fn new() -> HeadBuf {
+        HeadBuf(take_buf())
+    }
+}
+
+impl std::ops::Deref for HeadBuf {
+    type Target = BytesMut;
+    fn deref(&self) -> &BytesMut {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for HeadBuf {
+    fn deref_mut(&mut self) -> &mut BytesMut {
+        &mut self.0
+    }
+}
+
+impl Drop for HeadBuf {
+    fn drop(&mut self) {
+        give_back(std::mem::take(&mut self.0));
+    }
+}
+
+/// How the response body is delimited.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Framing {
+    /// `Content-Length` (0 for bodyless responses).
+    Length(u64),
+    Chunked,
+    /// Until the backend closes.
+    Close,
+}
+
+/// A parsed final response head.
+#[derive(Debug)]
+struct Head {
+    len: usize,
+    status: StatusCode,
+    headers: HeaderMap,
+    framing: Framing,
+    /// The backend allows another request on this connection.
+    reusable: bool,
+}
+
+#[derive(Debug)]
+enum Parsed {
+    Partial,
+    /// An interim (1xx) response of this many bytes, to skip.
+    Interim(usize),
+    Final(Head),
+}
+
+fn parse_head(buf: &[u8], head_request: bool) -> Result<Parsed, RawError> {
+    let mut hs = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut r = httparse::Response::new(&mut hs);
+    let len = match r.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+        Err(httparse::Error::TooManyHeaders) => return Err(RawError::Malformed("more than 100 header fields")),
+        Err(_) => return Err(RawError::Malformed("unparsable status line or header field")),
+    };
+    let (Some(code), Some(minor)) = (r.code, r.version) else {
+        return Err(RawError::Malformed("incomplete status line"));
+    };
+    if code == 101 {
+        return Err(RawError::Malformed("101 Switching Protocols without an upgrade request"));
+    }
+    if (100..200).contains(&code) {
+        return Ok(Parsed::Interim(len));
+    }
+    let status = StatusCode::from_u16(code).map_err(|_| RawError::Malformed("status code out of range"))?;
+    let bytes = Bytes::copy_from_slice(&buf[..len]);
+    let mut headers = HeaderMap::with_capacity(r.headers.len());
+    let (mut close, mut keep, mut chunked, mut te, mut length) = (false, false, false, false, None::<u64>);
+    for h in r.headers.iter() {
+        let name =
+            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| RawError::Malformed("invalid header field name"))?;
+        if name == header::CONNECTION {
+            for t in h.value.split(|&c| c == b',') {
+                let t = t.trim_ascii();
+                close |= t.eq_ignore_ascii_case(b"close");
+                keep |= t.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            te = true;
+            // Only the last coding decides: chunked last means chunked framing.
+            let last = h.value.rsplit(|&c| c == b',').next().unwrap_or(b"").trim_ascii();
+            chunked = last.eq_ignore_ascii_case(b"chunked");
+        } else if name == header::CONTENT_LENGTH {
+            // A list of equal values is one length (RFC 9110 8.6); anything else is refused.
+            for v in h.value.split(|&c| c == b',') {
+                let n = std::str::from_utf8(v.trim_ascii())
+                    .ok()
+                    .filter(|s| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or(RawError::Malformed("invalid Content-Length"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(RawError::Malformed("conflicting Content-Length values"));
+                }
+                length = Some(n);
+            }
+        }
+        let value = shared_value(&bytes, buf, h.value).ok_or(RawError::Malformed("invalid header field value"))?;
+        headers.append(name, value);
+    }
+    let bodyless = head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
+    let framing = if bodyless {
+        Framing::Length(0)
+    } else if te {
+        if chunked { Framing::Chunked } else { Framing::Close }
+    } else if let Some(n) = length {
+        Framing::Length(n)
+    } else {
+        Framing::Close
+    };
+    let persistent = if minor == 1 { !close } else { keep && !close };
+    // A message with both framings may be a smuggling attempt: never reuse after it.
+    let reusable = persistent && framing != Framing::Close && !(te && length.is_some());
+    if te && !bodyless {
+        // The length is not the body's: drop it so nothing downstream trusts it.
+        headers.remove(header::CONTENT_LENGTH);
+    }
+    Ok(Parsed::Final(Head { len, status, headers, framing, reusable }))
+}
+
+/// Sends a request head (no body) on `stream` and reads the response head.
+/// The caller bounds the time.
+pub async fn exchange(
+    mut stream: TcpStream,
+    head: &[u8],
+    head_request: bool,
+    host: &Arc<HostPool>,
+) -> Result<http::Response<RawBody>, RawError> {
+    if let Err(e) = stream.write_all(head).await {
+        return Err(RawError::NoResponse(e));
+    }
+    let mut buf = take_buf();
+    let mut received = false;
+    loop {
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(4096);
+        }
+        // poll_read, not try_read: a short read clears the socket's readiness,
+        // so no extra EAGAIN read is needed before the next wait.
+        let n = match stream.read_buf(&mut buf).await {
+            Ok(n) => n,
+            Err(e) => {
+                give_back(buf);
+                return Err(if received { RawError::Io(e) } else { RawError::NoResponse(e) });
+            }
+        };
+        if n == 0 {
+            give_back(buf);
+            let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
+            return Err(if received { RawError::Io(eof) } else { RawError::NoResponse(eof) });
+        }
+        received = true;
+        loop {
+            match parse_head(&buf, head_request) {
+                Ok(Parsed::Partial) if buf.len() >= MAX_HEAD => {
+                    give_back(buf);
+                    return Err(RawError::Malformed("response head larger than 64 KiB"));
+                }
+                Ok(Parsed::Partial) => break,
+                Ok(Parsed::Interim(len)) => buf.advance(len),
+                Ok(Parsed::Final(h)) => {
+                    buf.advance(h.len);
+                    let mut parts = http::Response::new(()).into_parts().0;
+                    parts.status = h.status;
+                    parts.version = Version::HTTP_11;
+                    parts.headers = h.headers;
+                    let body = RawBody::new(stream, buf, h.framing, h.reusable, Arc::clone(host));
+                    return Ok(http::Response::from_parts(parts, body));
+                }
+                Err(e) => {
+                    give_back(buf);
+                    return Err(e);
+                }
+            }
+            if buf.is_empty() {
+                break;
+            }
+        }
+    }
+}
+
+/// Where a chunked body is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Chunk {
+    Size,
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer lines until an empty one (bytes seen so far).
+    Trailers(usize),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum State {
+    Length(u64),
+    Chunked(Chunk),
+    Close,
+    Done,
+}
+
+/// A response body read from a raw upstream connection. At its clean end the
+/// connection goes back to `host`; dropped before, the connection is closed.
+pub struct RawBody {
+    stream: Option<TcpStream>,
+    buf: BytesMut,
+    state: State,
+    reusable: bool,
+    read_size: usize,
+    host: Arc<HostPool>,
+}
+
+impl RawBody {
+    fn new(stream: TcpStream, buf: BytesMut, framing: Framing, reusable: bool, host: Arc<HostPool>) -> RawBody {
+        let state = match framing {
+            Framing::Length(n) => State::Length(n),
+            Framing::Chunked => State::Chunked(Chunk::Size),
+            Framing::Close => State::Close,
+        };
+        let mut body = RawBody { stream: Some(stream), buf, state, reusable, read_size: READ_MIN, host };
+        if body.state == State::Length(0) {
+            body.finish();
+        }
+        body
+    }
+
+    /// The message is complete: the connection goes back to the pool if the
+    /// backend keeps it and sent nothing past the message.
+    fn finish(&mut self) {
+        self.state = State::Done;
+        if let Some(s) = self.stream.take() {
+            if self.reusable && self.buf.is_empty() {
+                self.host.checkin_raw(s);
+            }
+        }
+        give_back(std::mem::take(&mut self.buf));
+    }
+
+    /// Reads more into `buf`; `Ok(0)` is the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, hint: u64) -> Poll<io::Result<usize>> {
+        let Some(stream) = self.stream.as_mut() else {
+            return Poll::Ready(Err(io::Error::other("upstream connection already released")));
+        };
+        let want = usize::try_from(hint).unwrap_or(usize::MAX).clamp(1, self.read_size);
+        if self.buf.capacity() - self.buf.len() < want {
+            self.buf.reserve(want);
+        }
+        let spare = self.buf.capacity() - self.buf.len();
+        let n = ready!(tokio_util::io::poll_read_buf(Pin::new(stream), cx, &mut self.buf))?;
+        if n == spare && self.read_size < READ_MAX {
+            self.read_size *= 2;
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    /// One step of chunked decoding on what is buffered: `Ok(None)` needs more
+    /// bytes, `Ok(Some(None))` moved on without data, `Ok(Some(Some(d)))` is data.
+    #[allow(clippy::type_complexity)]
+    fn chunk_step(&mut self, c: Chunk) -> Result<Option<Option<Bytes>>, &'static str> {
+        match c {
+            Chunk::Size => {
+                let Some(end) = find_crlf(&self.buf, MAX_CHUNK_LINE)? else { return Ok(None) };
+                let line = &self.buf[..end];
+                let digits = line.iter().take_while(|c| c.is_ascii_hexdigit()).count();
+                let rest = &line[digits..];
+                if digits == 0 || digits > 15 || !(rest.is_empty() || matches!(rest[0], b';' | b' ' | b'\t')) {
+                    return Err("invalid chunk size line");
+                }
+                let size = line[..digits].iter().fold(0u64, |n, &c| (n << 4) | u64::from(hex(c)));
+                self.buf.advance(end + 2);
+                self.state = State::Chunked(if size == 0 { Chunk::Trailers(0) } else { Chunk::Data(size) });
+                Ok(Some(None))
+            }
+            Chunk::Data(rem) => {
+                if self.buf.is_empty() {
+                    return Ok(None);
+                }
+                let n = rem.min(self.buf.len() as u64);
+                let data = self.buf.split_to(n as usize).freeze();
+                self.state = State::Chunked(if n == rem { Chunk::DataEnd } else { Chunk::Data(rem - n) });
+                Ok(Some(Some(data)))
+            }
+            Chunk::DataEnd => {
+                if self.buf.len() < 2 {
+                    return Ok(None);
+                }
+                if &self.buf[..2] != b"\r\n" {
+                    return Err("chunk data not followed by CRLF");
+                }
+                self.buf.advance(2);
+                self.state = State::Chunked(Chunk::Size);
+                Ok(Some(None))
+            }
+            Chunk::Trailers(seen) => {
+                let Some(end) = find_crlf(&self.buf, MAX_CHUNK_LINE - seen)? else { return Ok(None) };
+                self.buf.advance(end + 2);
+                if end == 0 {
+                    self.finish();
+                } else {
+                    self.state = State::Chunked(Chunk::Trailers(seen + end + 2));
+                }
+                Ok(Some(None))
+            }
+        }
+    }
+}
+
+fn hex(c: u8) -> u8 {
+    match c {
+        b'0'..=b'9' => c - b'0',
+        b'a'..=b'f' => c - b'a' + 10,
+        _ => c - b'A' + 10,
+    }
+}
+
+/// The position of the first CRLF, if within `limit` bytes.
+fn find_crlf(buf: &[u8], limit: usize) -> Result<Option<usize>, &'static str> {
+    match buf.windows(2).take(limit).position(|w| w == b"\r\n") {
+        Some(i) => Ok(Some(i)),
+        None if buf.len() > limit => Err("chunk size line or trailer section too long"),
+        None => Ok(None),
+    }
+}
+
+fn body_error(msg: &'static str) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    Poll::Ready(Some(Err(Box::new(RawError::Malformed(msg)))))
+}
+
+impl Body for RawBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        loop {
+            let hint = match this.state {
+                State::Done => return Poll::Ready(None),
+                State::Length(rem) => {
+                    if !this.buf.is_empty() {
+                        let n = rem.min(this.buf.len() as u64);
+                        let data = this.buf.split_to(n as usize).freeze();
+                        this.state = State::Length(rem - n);
+                        if n == rem {
+                            this.finish();
+                        }
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    rem
+                }
+                State::Close => {
+                    if !this.buf.is_empty() {
+                        let data = this.buf.split().freeze();
+                        return Poll::Ready(Some(Ok(Frame::data(data))));
+                    }
+                    READ_MAX as u64
+                }
+                State::Chunked(c) => match this.chunk_step(c) {
+                    Err(msg) => {
+                        this.state = State::Done;
+                        this.stream = None;
+                        return body_error(msg);
+                    }
+                    Ok(Some(Some(data))) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Ok(Some(None)) => continue,
+                    Ok(None) => match c {
+                        Chunk::Data(rem) => rem,
+                        _ => 512,
+                    },
+                },
+            };
+            match ready!(this.poll_fill(cx, hint)) {
+                Ok(0) if this.state == State::Close => {
+                    this.reusable = false;
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    this.state = State::Done;
+                    this.stream = None;
+                    return body_error("backend closed the connection before the end of the body");
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    this.state = State::Done;
+                    this.stream = None;
+                    return Poll::Ready(Some(Err(Box::new(RawError::Io(e)))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.state == State::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Done => SizeHint::with_exact(0),
+            State::Length(n) => SizeHint::with_exact(n),
+            _ => SizeHint::default(),
+        }
+    }
+}
+
+impl Drop for RawBody {
+    fn drop(&mut self) {
+        // Cut short: the connection is mid-message and closes with `stream`.
+        if self.state != State::Done {
+            give_back(std::mem::take(&mut self.buf));
+        }
+    }
+}
+
+/// A pooled connection is usable if nothing arrived on it while idle: no event
+/// seen by the reactor means no data and no close (no system call). If there was
+/// an event, a non-blocking read tells a stale wake-up from a close or stray bytes.
+pub fn is_clean(stream: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    match stream.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        Poll::Ready(Ok(())) => {
+            let mut probe = [0u8; 1];
+            matches!(stream.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        }
+    }
+}
+
+/// Methods that may be sent again when a reused connection turns out closed
+/// before any response byte (RFC 9110 9.2.2).
+pub fn idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE)
+}
+
+#[cfg(test)]
+mod tests {
+    use http::HeaderValue;
+
+    use super::*;
+
+    fn head(raw: &[u8], head_request: bool) -> Head {
+        match parse_head(raw, head_request) {
+            Ok(Parsed::Final(h)) => h,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\nhello", false);
+        assert_eq!((h.framing, h.reusable, h.status), (Framing::Length(13), true, StatusCode::OK));
+        assert_eq!(h.len, "HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n".len());
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n", true);
+        assert_eq!(h.framing, Framing::Length(0));
+        assert_eq!(h.headers["content-length"], "13");
+        assert_eq!(head(b"HTTP/1.1 304 Not Modified\r\n\r\n", false).framing, Framing::Length(0));
+        assert_eq!(head(b"HTTP/1.1 204 No Content\r\n\r\n", false).framing, Framing::Length(0));
+        let h = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", false);
+        assert_eq!((h.framing, h.reusable), (Framing::Chunked, true));
+        // Both framings: chunked wins, the length goes, the connection is not reused.
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", false);
+        assert_eq!((h.framing, h.reusable), (Framing::Chunked, false));
+        assert!(h.headers.get("content-length").is_none());
+        let h = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false);
+        assert_eq!((h.framing, h.reusable), (Framing::Close, false));
+        let h = head(b"HTTP/1.1 200 OK\r\n\r\n", false);
+        assert_eq!((h.framing, h.reusable), (Framing::Close, false));
+        assert!(!head(b"HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 0\r\n\r\n", false).reusable);
+        assert!(!head(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false).reusable);
+        assert!(head(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", false).reusable);
+        assert_eq!(head(b"HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n", false).framing, Framing::Length(7));
+    }
+
+    #[test]
+    fn interim_partial_and_malformed_heads() {
+        assert!(matches!(
+            parse_head(b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1", false),
+            Ok(Parsed::Interim(40))
+        ));
+        assert!(matches!(parse_head(b"HTTP/1.1 200 OK\r\nContent-Le", false), Ok(Parsed::Partial)));
+        for raw in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: \r\n\r\n",
+            b"HTTP/1.1 101 Switching Protocols\r\n\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"SMTP ready\r\n\r\n",
+        ] {
+            assert!(matches!(parse_head(raw, false), Err(RawError::Malformed(_))), "{}", String::from_utf8_lossy(raw));
+        }
+    }
+
+    #[test]
+    fn request_head_is_origin_form_in_map_order() {
+        let mut h = HeaderMap::new();
+        h.append(header::HOST, HeaderValue::from_static("a"));
+        h.append("x-b", HeaderValue::from_static("1"));
+        let mut out = BytesMut::new();
+        write_request(&mut out, &Method::GET, &Uri::from_static("/p?q=1"), &h);
+        assert_eq!(&out[..], b"GET /p?q=1 HTTP/1.1\r\nhost: a\r\nx-b: 1\r\n\r\n");
+    }
+
+    #[test]
+    fn chunk_sizes_and_crlf_search() {
+        assert_eq!(find_crlf(b"a\r\n", 10), Ok(Some(1)));
+        assert_eq!(find_crlf(b"abc", 10), Ok(None));
+        assert!(find_crlf(&[b'a'; 20], 10).is_err());
+        assert_eq!([b'0', b'9', b'a', b'F'].map(hex), [0, 9, 10, 15]);
+    }
+}
