@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Memory per idle keep-alive connection: opens N connections to HOST:PORT, sends
 one keep-alive GET on each and reads its response, lets them sit idle, and reports
-the resident memory of the given process tree before and after. Bounded in time:
+the resident memory of the given process tree before and after. A warm-up of 200
+connections (one GET each, then closed) comes before the first sample, so code
+paged in by the first requests and upstream pools are not counted per connection.
+Bounded in time:
 every step has a timeout and the script exits on its own."""
 
 import argparse
@@ -63,11 +66,22 @@ async def main():
     ap.add_argument("--pid", type=int, required=True, help="process tree to measure")
     ap.add_argument("-n", type=int, default=5000)
     ap.add_argument("--settle", type=float, default=2.0)
+    ap.add_argument("--warmup", type=int, default=200,
+                    help="connections opened, used once and closed before the first sample")
     a = ap.parse_args()
+
+    sem = asyncio.Semaphore(200)  # don't turn the open phase into a SYN flood
+    # Warm-up: the first requests page in code and fill upstream pools; that is
+    # not memory per connection, so it happens before the "before" sample.
+    warm, warm_errors = [], []
+    await asyncio.wait_for(
+        asyncio.gather(*(one(a.host, a.port, sem, warm, warm_errors) for _ in range(a.warmup))), 60)
+    for w in warm:
+        w.close()
+    await asyncio.sleep(0.5)
 
     before = rss_kib(a.pid)
     conns, errors = [], []
-    sem = asyncio.Semaphore(200)  # don't turn the open phase into a SYN flood
     t0 = time.monotonic()
     await asyncio.wait_for(
         asyncio.gather(*(one(a.host, a.port, sem, conns, errors) for _ in range(a.n))), 120)

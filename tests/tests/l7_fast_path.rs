@@ -363,3 +363,55 @@ async fn an_open_keep_alive_connection_follows_a_config_change() {
     c.send(get).await;
     assert_eq!(c.response(false).await.body, b"a");
 }
+
+#[tokio::test]
+async fn long_idle_connections_wait_in_the_idle_lot_and_come_back_when_spoken_to() {
+    let b = TestBackend::start("b1").await;
+    let p = Proxy::start(&config("client_header_timeout_ms = 2500", b.addr)).await;
+    let parked = |n: usize| {
+        let dp = std::sync::Arc::clone(&p.dp);
+        async move {
+            for _ in 0..60 {
+                if dp.parked_connections().await == n {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            false
+        }
+    };
+    // Idle past a second: parked, still open and counted.
+    let mut c = connect(&p).await;
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert_eq!(c.response(false).await.body, b"b1");
+    assert!(parked(1).await, "not parked after 3 s idle");
+    assert_eq!(p.dp.http_connections(), 1);
+    // Spoken to again: served on the same socket, out of the lot.
+    c.send(b"GET /status?code=202 HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert_eq!(c.response(false).await.status, 202);
+    assert_eq!(p.dp.parked_connections().await, 0);
+    // Parked again, then the client closes: the lot lets it go.
+    assert!(parked(1).await);
+    drop(c);
+    assert!(parked(0).await, "a closed client stays parked");
+    assert!(tests::wait_until(Duration::from_secs(2), || p.dp.http_connections() == 0).await);
+
+    // The keep-alive timeout still holds for a parked connection.
+    let mut c = connect(&p).await;
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert_eq!(c.response(false).await.body, b"b1");
+    let t0 = Instant::now();
+    assert!(c.closed_within(Duration::from_secs(5)).await, "parked connection never timed out");
+    let waited = t0.elapsed();
+    assert!(waited >= Duration::from_millis(2400) && waited < Duration::from_millis(3800), "closed after {waited:?}");
+
+    // A shutdown closes parked connections at once.
+    let mut c = connect(&p).await;
+    c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await;
+    assert_eq!(c.response(false).await.body, b"b1");
+    assert!(parked(1).await);
+    let dp = std::sync::Arc::clone(&p.dp);
+    let shutdown = tokio::spawn(async move { dp.shutdown(Duration::from_secs(5)).await });
+    assert!(c.closed_within(Duration::from_millis(300)).await, "parked connection open after shutdown");
+    assert!(shutdown.await.unwrap());
+}

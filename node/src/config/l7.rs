@@ -27,6 +27,9 @@ pub struct HttpSettings {
     pub max_headers: usize,
     /// Largest request body for routes that do not set their own; 0 = no limit.
     pub max_body_bytes: u64,
+    /// Plain http: idle keep-alive connections move out of their tasks into the
+    /// listener's idle lot after this long (`None` = never).
+    pub idle_park: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -248,6 +251,11 @@ fn size(c: &mut Checker<'_>, v: Option<&Spanned<u64>>, key: &str, default: u64, 
 }
 
 /// Checks the HTTP keys of a listener. `protocol` is `None` when it was invalid.
+/// The default `idle_park_ms`: long against the gaps inside a burst of requests,
+/// short against the time a client leaves a keep-alive connection unused. A
+/// request after a longer gap costs the move back (about five system calls).
+pub const DEFAULT_IDLE_PARK_MS: u64 = 100;
+
 pub(super) fn check_listener_http(c: &mut Checker<'_>, l: &RawListener, protocol: Option<Protocol>) -> HttpSettings {
     let is_http = matches!(protocol, Some(Protocol::Http | Protocol::Https));
     let certificates: Vec<CertificateFiles> = l
@@ -302,7 +310,19 @@ pub(super) fn check_listener_http(c: &mut Checker<'_>, l: &RawListener, protocol
     let max_header_bytes = size(c, l.max_header_bytes.as_ref(), "max_header_bytes", 65_536, (8_192, 1 << 20)) as usize;
     let max_headers = size(c, l.max_headers.as_ref(), "max_headers", 100, (1, 10_000)) as usize;
     let max_body_bytes = size(c, l.max_body_bytes.as_ref(), "max_body_bytes", 0, (0, u64::MAX));
-    HttpSettings { certificates, redirect_https, rate_limit, max_header_bytes, max_headers, max_body_bytes }
+    let idle_park = match (&l.idle_park_ms, protocol) {
+        (Some(v), Some(p)) if p != Protocol::Http => {
+            c.err(
+                v,
+                "idle_park_ms applies to plain http listeners only (TLS and HTTP/2 connections stay in their tasks)",
+            );
+            None
+        }
+        (Some(v), _) if *v.get_ref() == 0 => None,
+        (Some(v), _) => Some(Duration::from_millis(*v.get_ref())),
+        (None, _) => Some(Duration::from_millis(DEFAULT_IDLE_PARK_MS)),
+    };
+    HttpSettings { certificates, redirect_https, rate_limit, max_header_bytes, max_headers, max_body_bytes, idle_park }
 }
 
 pub(super) fn check_route_limits(c: &mut Checker<'_>, r: &RawRoute) -> RouteLimits {

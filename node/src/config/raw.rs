@@ -66,6 +66,9 @@ pub struct RawListener {
     pub max_headers: Option<Spanned<u64>>,
     /// Largest request body in bytes for every route of the listener (0 = no limit), else 413.
     pub max_body_bytes: Option<Spanned<u64>>,
+    /// Plain http: a keep-alive connection idle this long moves to the idle lot
+    /// (0 = never).
+    pub idle_park_ms: Option<Spanned<u64>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -743,6 +743,20 @@ send_proxy = "v2"
     }
 
     #[test]
+    fn idle_park_defaults_to_100_ms_can_be_turned_off_and_is_refused_on_https() {
+        let c = Config::parse(GOOD, "good.toml").unwrap();
+        assert_eq!(c.listeners[0].http.idle_park, Some(Duration::from_millis(100)));
+        let off = GOOD.replacen("default_pool = \"web\"", "default_pool = \"web\"\nidle_park_ms = 0", 1);
+        assert_eq!(Config::parse(&off, "f.toml").unwrap().listeners[0].http.idle_park, None);
+        let tls = GOOD.replacen("protocol = \"http\"", "protocol = \"https\"\nidle_park_ms = 50", 1);
+        let e = Config::parse(&tls, "f.toml").unwrap_err();
+        let line = tls.lines().position(|l| l.contains("idle_park_ms")).unwrap() + 1;
+        let hit =
+            e.0.iter().find(|d| d.message.contains("idle_park_ms applies to plain http")).expect("idle_park_ms error");
+        assert_eq!(hit.line, line, "{e}");
+    }
+
+    #[test]
     fn send_proxy_on_a_pool_behind_an_http_listener_is_refused() {
         let text = GOOD.replace("algorithm = \"weighted_round_robin\"", "send_proxy = \"v1\"");
         let e = Config::parse(&text, "f.toml").unwrap_err().to_string();

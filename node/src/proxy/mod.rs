@@ -48,6 +48,7 @@ struct Running {
     protocol: Protocol,
     cancel: CancellationToken,
     stats: Arc<ListenerStats>,
+    lot: Option<Arc<l7::lot::IdleLot>>,
 }
 
 /// Owns the listeners, the current snapshot and the health checks.
@@ -66,21 +67,6 @@ pub struct DataPlane {
 }
 
 /// Counts one HTTP client connection for as long as it lives.
-struct HttpConn(Arc<AtomicUsize>);
-
-impl HttpConn {
-    fn new(count: &Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        HttpConn(Arc::clone(count))
-    }
-}
-
-impl Drop for HttpConn {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 impl DataPlane {
     /// Builds the data plane and opens every listener of `config`. Fails (opening
     /// nothing) if a listener cannot bind.
@@ -163,6 +149,17 @@ impl DataPlane {
             }
             let cancel = self.shutdown.child_token();
             let stats = Arc::new(ListenerStats::default());
+            // Long-idle keep-alive connections of a plain http listener wait here.
+            let lot = match l.cfg.protocol {
+                Protocol::Http => match l7::lot::IdleLot::start(cancel.clone(), &self.tasks) {
+                    Ok(lot) => Some(lot),
+                    Err(e) => {
+                        tracing::warn!(listener = %name, error = %e, "no idle lot; idle connections keep their tasks");
+                        None
+                    }
+                },
+                _ => None,
+            };
             let started = match l.cfg.protocol {
                 Protocol::Udp => l4::udp::bind_udp(l.cfg.bind).map(|sock| {
                     let (dp, n) = (Arc::clone(self), name.clone());
@@ -171,15 +168,22 @@ impl DataPlane {
                 }),
                 Protocol::Http | Protocol::Https | Protocol::Tcp => bind_tcp(l.cfg.bind).map(|sock| {
                     let dp = Arc::clone(self);
-                    self.tasks.spawn(dp.accept_loop(name.clone(), sock, Arc::clone(&stats), cancel.clone()));
+                    self.tasks.spawn(dp.accept_loop(
+                        name.clone(),
+                        sock,
+                        Arc::clone(&stats),
+                        lot.clone(),
+                        cancel.clone(),
+                    ));
                 }),
             };
             if let Err(e) = started {
+                cancel.cancel();
                 errors.push(format!("listener {name:?} cannot bind {}: {e}", l.cfg.bind));
                 continue;
             }
             tracing::info!(listener = %name, bind = %l.cfg.bind, protocol = l.cfg.protocol.as_str(), "listening");
-            running.insert(name.clone(), Running { bind: l.cfg.bind, protocol: l.cfg.protocol, cancel, stats });
+            running.insert(name.clone(), Running { bind: l.cfg.bind, protocol: l.cfg.protocol, cancel, stats, lot });
         }
         if errors.is_empty() { Ok(()) } else { Err(anyhow::anyhow!(errors.join("; "))) }
     }
@@ -189,6 +193,7 @@ impl DataPlane {
         name: String,
         sock: TcpListener,
         stats: Arc<ListenerStats>,
+        lot: Option<Arc<l7::lot::IdleLot>>,
         cancel: CancellationToken,
     ) {
         let limiter = ConnLimiter::new();
@@ -233,22 +238,22 @@ impl DataPlane {
             let Some(plan) = self.l7.listener(&name) else { continue };
             l7::tune(&stream);
             let cancel = cancel.clone();
-            let counted = HttpConn::new(&self.http_conns);
+            let open = Arc::clone(&self.http_conns);
+            let lot = lot.clone();
             self.tasks.spawn(async move {
-                let _counted = counted;
                 let Some(addrs) = l4::identify_client(&stream, client, &listener, &stats, &mut permit).await else {
                     return;
                 };
+                let hold = l7::Hold::new(permit, &open);
                 if listener.cfg.protocol == Protocol::Https {
                     let ctx = Arc::new(l7::ConnCtx::new(plan, addrs.client, "https"));
                     // Boxed: the TLS and hyper state is large, and this task's
                     // size is that of its largest branch, even on plain http.
-                    Box::pin(l7::serve_tls(stream, ctx, cancel)).await;
+                    Box::pin(l7::serve_tls(stream, ctx, hold, cancel)).await;
                 } else {
                     let ctx = Arc::new(l7::ConnCtx::new(plan, addrs.client, "http"));
-                    l7::serve_http(stream, ctx, cancel).await;
+                    l7::serve_http(stream, ctx, hold, lot, cancel).await;
                 }
-                drop(permit);
             });
         }
     }
@@ -269,9 +274,15 @@ impl DataPlane {
         self.l7.reopen_access_log();
     }
 
-    /// HTTP client connections open now.
+    /// HTTP client connections open now (parked ones included).
     pub fn http_connections(&self) -> usize {
         self.http_conns.load(Ordering::Relaxed)
+    }
+
+    /// Keep-alive connections waiting in the listeners' idle lots now.
+    pub async fn parked_connections(&self) -> usize {
+        let running = self.listeners.lock().await;
+        running.values().filter_map(|r| r.lot.as_ref()).map(|l| l.len()).sum()
     }
 
     /// The first half of a planned stop (used before a VIP moves away): stops

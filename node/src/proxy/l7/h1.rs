@@ -101,7 +101,14 @@ enum Step {
 /// `client_header_timeout` (the config's keep-alive wait, as with hyper), or
 /// `cancel` fires (at once when idle; after the response in flight otherwise).
 pub(super) async fn serve(mut stream: TcpStream, conn: Arc<Conn>, cancel: CancellationToken) {
-    let idle_timeout = conn.ctx.plan().rt.cfg.client_header_timeout;
+    let (idle_timeout, idle_park) = {
+        let cfg = &conn.ctx.plan().rt.cfg;
+        (cfg.client_header_timeout, cfg.http.idle_park)
+    };
+    // Idle past `idle_park_ms` (and short of the keep-alive timeout), the
+    // connection moves to the listener's idle lot.
+    let park = idle_park.filter(|&p| conn.lot.is_some() && p < idle_timeout);
+    let wait = park.unwrap_or(idle_timeout);
     let mut pending: Option<BytesMut> = None;
     loop {
         if pending.is_none() {
@@ -109,10 +116,17 @@ pub(super) async fn serve(mut stream: TcpStream, conn: Arc<Conn>, cancel: Cancel
             let ready = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return,
-                r = tokio::time::timeout(idle_timeout, stream.readable()) => r,
+                r = tokio::time::timeout(wait, stream.readable()) => r,
             };
-            if !matches!(ready, Ok(Ok(()))) {
-                return;
+            match ready {
+                Ok(Ok(())) => {}
+                Err(_) if park.is_some() => {
+                    if let Some(lot) = conn.lot.clone() {
+                        lot.park(stream, conn, idle_timeout - wait);
+                    }
+                    return;
+                }
+                _ => return,
             }
         }
         // Boxed: the per-request state is large and lives only while a request

@@ -9,6 +9,7 @@
 mod body;
 mod h1;
 mod headers;
+pub mod lot;
 pub mod plan;
 mod raw;
 pub mod route;
@@ -17,7 +18,7 @@ pub mod upstream;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Instant, SystemTime};
 
 use arc_swap::ArcSwap;
@@ -35,6 +36,7 @@ pub use plan::{ListenerPlan, Plane};
 use crate::balance::hash_key;
 use crate::clock;
 use crate::config::HashKey;
+use crate::limits::conn::ConnPermit;
 use crate::limits::rate::retry_after_secs;
 use crate::metrics::access_log::AccessRecord;
 use crate::runtime::{PoolRuntime, Tried};
@@ -75,16 +77,45 @@ impl ConnCtx {
     }
 }
 
-/// What the request handler keeps per connection: the shared context and the
-/// client address already formatted for the forwarding headers.
+/// What a client connection holds for its whole life, wherever it waits (a task
+/// or the idle lot): its admission slot and its place in the open-connection count.
+pub struct Hold {
+    _permit: ConnPermit,
+    _counted: Counted,
+}
+
+impl Hold {
+    pub fn new(permit: ConnPermit, open: &Arc<AtomicUsize>) -> Hold {
+        open.fetch_add(1, Ordering::Relaxed);
+        Hold { _permit: permit, _counted: Counted(Arc::clone(open)) }
+    }
+}
+
+/// One open http connection in the data plane's count.
+struct Counted(Arc<AtomicUsize>);
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What the request handler keeps per connection: the shared context, the
+/// client address already formatted for the forwarding headers, and what the
+/// connection holds until it closes.
 struct Conn {
     ctx: Arc<ConnCtx>,
     client_ip: HeaderValue,
+    /// The listener's idle lot (plain http only).
+    lot: Option<Arc<lot::IdleLot>>,
+    _active: ActiveConn,
+    _hold: Hold,
 }
 
 impl Conn {
-    fn new(ctx: Arc<ConnCtx>) -> Arc<Conn> {
-        Arc::new(Conn { client_ip: headers::client_ip_value(ctx.client.ip()), ctx })
+    fn new(ctx: Arc<ConnCtx>, hold: Hold, lot: Option<Arc<lot::IdleLot>>) -> Arc<Conn> {
+        let active = ActiveConn::new(&ctx.plan());
+        Arc::new(Conn { client_ip: headers::client_ip_value(ctx.client.ip()), ctx, lot, _active: active, _hold: hold })
     }
 }
 
@@ -132,19 +163,24 @@ impl Drop for ActiveConn {
 /// head (and, in hyper, the idle time between keep-alive requests). That is how a
 /// minimum header rate is enforced: a client trickling a head byte by byte is cut
 /// when the timeout passes, whatever its rate.
-pub async fn serve_connection<I>(io: I, ctx: Arc<ConnCtx>, cancel: CancellationToken)
+pub async fn serve_connection<I>(io: I, ctx: Arc<ConnCtx>, hold: Hold, cancel: CancellationToken)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let _active = ActiveConn::new(&ctx.plan());
-    serve_hyper(io, Conn::new(ctx), cancel).await;
+    serve_hyper(io, Conn::new(ctx, hold, None), cancel).await;
 }
 
 /// Serves a plain-TCP http connection: the HTTP/1.1 fast path, which gives the
-/// connection to hyper when it meets something it does not serve itself.
-pub async fn serve_http(stream: TcpStream, ctx: Arc<ConnCtx>, cancel: CancellationToken) {
-    let _active = ActiveConn::new(&ctx.plan());
-    h1::serve(stream, Conn::new(ctx), cancel).await;
+/// connection to hyper when it meets something it does not serve itself, and
+/// parks it in `lot` when it idles.
+pub async fn serve_http(
+    stream: TcpStream,
+    ctx: Arc<ConnCtx>,
+    hold: Hold,
+    lot: Option<Arc<lot::IdleLot>>,
+    cancel: CancellationToken,
+) {
+    h1::serve(stream, Conn::new(ctx, hold, lot), cancel).await;
 }
 
 async fn serve_hyper<I>(io: I, conn_ctx: Arc<Conn>, cancel: CancellationToken)
@@ -174,7 +210,7 @@ where
 
 /// Serves an https connection: the TLS handshake (bounded by the header timeout,
 /// so a silent client cannot hold a slot), then HTTP as usual.
-pub async fn serve_tls(stream: TcpStream, ctx: Arc<ConnCtx>, cancel: CancellationToken) {
+pub async fn serve_tls(stream: TcpStream, ctx: Arc<ConnCtx>, hold: Hold, cancel: CancellationToken) {
     let Some(tls) = ctx.plan().tls.clone() else {
         tracing::warn!(listener = %ctx.plan().name, "https listener has no usable certificate; connection closed");
         return;
@@ -196,7 +232,7 @@ pub async fn serve_tls(stream: TcpStream, ctx: Arc<ConnCtx>, cancel: Cancellatio
         },
         _ = cancel.cancelled() => return,
     };
-    serve_connection(stream, ctx, cancel).await;
+    serve_connection(stream, ctx, hold, cancel).await;
 }
 
 /// Prepares an accepted TCP socket for HTTP.
