@@ -259,6 +259,36 @@ pub async fn exchange(
     }
 }
 
+thread_local! {
+    /// Big body buffers kept per thread (at most `BIG_KEEP`).
+    static BIG: std::cell::RefCell<Vec<BytesMut>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+const BIG_KEEP: usize = 4;
+
+/// A buffer with room for `READ_MAX` bytes. One given back while a frame cut
+/// from it was still in flight is reused only if that frame is gone by now.
+fn take_big() -> BytesMut {
+    let mut b = BIG.with(|p| p.borrow_mut().pop()).unwrap_or_default();
+    b.clear();
+    b.reserve(READ_MAX);
+    b
+}
+
+/// Returns a body buffer to the pool it fits: the small-buffer pool, the big
+/// one, or none (freed).
+fn give_back_any(b: BytesMut) {
+    if b.capacity() <= READ_MIN {
+        give_back(b);
+    } else {
+        BIG.with(|p| {
+            let mut p = p.borrow_mut();
+            if p.len() < BIG_KEEP {
+                p.push(b);
+            }
+        });
+    }
+}
+
 /// Where a chunked body is.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Chunk {
@@ -312,7 +342,7 @@ impl RawBody {
                 self.host.checkin_raw(s);
             }
         }
-        give_back(std::mem::take(&mut self.buf));
+        give_back_any(std::mem::take(&mut self.buf));
     }
 
     /// Reads more into `buf`; `Ok(0)` is the end of the stream.
@@ -320,9 +350,18 @@ impl RawBody {
         let Some(stream) = self.stream.as_mut() else {
             return Poll::Ready(Err(io::Error::other("upstream connection already released")));
         };
-        let want = usize::try_from(hint).unwrap_or(usize::MAX).clamp(1, self.read_size);
+        // A declared length says how much is coming: read it in big steps at once.
+        let size = if matches!(self.state, State::Length(_)) { READ_MAX } else { self.read_size };
+        let want = usize::try_from(hint).unwrap_or(usize::MAX).clamp(1, size);
         if self.buf.capacity() - self.buf.len() < want {
-            self.buf.reserve(want);
+            if want > READ_MIN && self.buf.is_empty() {
+                // Large bodies: a buffer from the thread's few big ones, whose
+                // pages are already mapped, instead of a fresh allocation.
+                let old = std::mem::replace(&mut self.buf, take_big());
+                give_back_any(old);
+            } else {
+                self.buf.reserve(want);
+            }
         }
         let spare = self.buf.capacity() - self.buf.len();
         let n = ready!(tokio_util::io::poll_read_buf(Pin::new(stream), cx, &mut self.buf))?;
@@ -485,7 +524,7 @@ impl Drop for RawBody {
     fn drop(&mut self) {
         // Cut short: the connection is mid-message and closes with `stream`.
         if self.state != State::Done {
-            give_back(std::mem::take(&mut self.buf));
+            give_back_any(std::mem::take(&mut self.buf));
         }
     }
 }
