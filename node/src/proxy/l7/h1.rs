@@ -405,6 +405,12 @@ fn write_head(out: &mut BytesMut, status: StatusCode, headers: &HeaderMap) {
     out.extend_from_slice(b" ");
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    write_fields(out, headers);
+}
+
+/// Header fields in the map's order and the blank line ending a head (requests
+/// and responses alike).
+pub(super) fn write_fields(out: &mut BytesMut, headers: &HeaderMap) {
     for (name, value) in headers {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");

@@ -26,7 +26,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::body::BoxError;
-use super::h1::{give_back, shared_value, take_buf};
+use super::h1::{give_back, shared_value, take_buf, write_fields};
 use super::upstream::HostPool;
 
 /// A response head larger than this is refused (502).
@@ -59,13 +59,7 @@ pub fn write_request(out: &mut BytesMut, method: &Method, uri: &Uri, headers: &H
     out.extend_from_slice(b" ");
     out.extend_from_slice(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"\r\n");
+    write_fields(out, headers);
 }
 
 /// A request head in a pooled buffer, given back when dropped.
