@@ -79,6 +79,14 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // No transparent huge pages: mimalloc asks for them on its arena, and then
+    // memory is taken 2 MiB at a time, so a few thousand idle connections cost
+    // whole huge pages, and the kernel's compaction to make them can stall the
+    // data plane (the advice Redis and most databases give). A kernel without
+    // the flag just keeps its default.
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        eprintln!("note: could not turn transparent huge pages off ({e}); memory is taken as the kernel decides");
+    }
     let cli = Cli::parse();
     logging::init(cli.log_format);
     // One TLS crypto provider for the process (aws-lc-rs).
