@@ -246,12 +246,12 @@ impl DataPlane {
                 };
                 let hold = l7::Hold::new(permit, &open);
                 if listener.cfg.protocol == Protocol::Https {
-                    let ctx = Arc::new(l7::ConnCtx::new(plan, addrs.client, "https"));
+                    let ctx = l7::ConnCtx::new(plan, addrs.client, "https");
                     // Boxed: the TLS and hyper state is large, and this task's
                     // size is that of its largest branch, even on plain http.
                     Box::pin(l7::serve_tls(stream, ctx, hold, cancel)).await;
                 } else {
-                    let ctx = Arc::new(l7::ConnCtx::new(plan, addrs.client, "http"));
+                    let ctx = l7::ConnCtx::new(plan, addrs.client, "http");
                     l7::serve_http(stream, ctx, hold, lot, cancel).await;
                 }
             });

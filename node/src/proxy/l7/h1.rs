@@ -100,7 +100,7 @@ enum Step {
 /// Serves a plain-TCP client connection until it closes, goes idle past
 /// `client_header_timeout` (the config's keep-alive wait, as with hyper), or
 /// `cancel` fires (at once when idle; after the response in flight otherwise).
-pub(super) async fn serve(mut stream: TcpStream, conn: Arc<Conn>, cancel: CancellationToken) {
+pub(super) async fn serve(mut stream: TcpStream, mut conn: Arc<Conn>, cancel: CancellationToken) {
     let (idle_timeout, idle_park) = {
         let cfg = &conn.ctx.plan().rt.cfg;
         (cfg.client_header_timeout, cfg.http.idle_park)
@@ -108,23 +108,28 @@ pub(super) async fn serve(mut stream: TcpStream, conn: Arc<Conn>, cancel: Cancel
     // Idle past `idle_park_ms` (and short of the keep-alive timeout), the
     // connection moves to the listener's idle lot.
     let park = idle_park.filter(|&p| conn.lot.is_some() && p < idle_timeout);
-    let wait = park.unwrap_or(idle_timeout);
     let mut pending: Option<BytesMut> = None;
     loop {
-        if pending.is_none() {
-            // Idle: no buffer held while waiting for the next request.
+        // Idle: no buffer held while waiting for the next request.
+        let (mut wait, mut may_park) = (park.unwrap_or(idle_timeout), park.is_some());
+        while pending.is_none() {
             let ready = tokio::select! {
                 biased;
                 _ = cancel.cancelled() => return,
                 r = tokio::time::timeout(wait, stream.readable()) => r,
             };
             match ready {
-                Ok(Ok(())) => {}
-                Err(_) if park.is_some() => {
-                    if let Some(lot) = conn.lot.clone() {
-                        lot.park(stream, conn, idle_timeout - wait);
+                Ok(Ok(())) => break,
+                Err(_) if may_park => {
+                    let Some(lot) = conn.lot.clone() else { return };
+                    match lot.park(stream, conn, idle_timeout - wait) {
+                        Ok(()) => return,
+                        // Not parked: the rest of the idle wait happens here.
+                        Err((s, c)) => {
+                            (stream, conn) = (s, c);
+                            (wait, may_park) = (idle_timeout - wait, false);
+                        }
                     }
-                    return;
                 }
                 _ => return,
             }

@@ -65,7 +65,7 @@ static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Adds `X-Forwarded-For` (appended to any the client sent), `X-Forwarded-Proto`,
 /// `X-Forwarded-Host` and `X-Real-IP`. `client_ip` is the connection's
-/// [`client_ip_value`], made once per connection.
+/// [`client_ip_value`].
 pub fn add_forwarding(h: &mut HeaderMap, client_ip: &HeaderValue, proto: &'static str, host: Option<HeaderValue>) {
     let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) if !prev.is_empty() => {
@@ -88,9 +88,30 @@ pub fn add_forwarding(h: &mut HeaderMap, client_ip: &HeaderValue, proto: &'stati
     h.insert(X_REAL_IP.clone(), client_ip.clone());
 }
 
+thread_local! {
+    /// The last client address formatted on this thread: requests come in runs
+    /// from one client (keep-alive, one host behind many connections).
+    static LAST_IP: std::cell::RefCell<Option<(IpAddr, HeaderValue)>> = const { std::cell::RefCell::new(None) };
+}
+
 /// The client address as a header value (IPv4-mapped IPv6 shown as IPv4), for
-/// `X-Forwarded-For` and `X-Real-IP`.
+/// `X-Forwarded-For` and `X-Real-IP`. Made per request, so a connection does not
+/// keep it while idle; the last one is kept per thread.
 pub fn client_ip_value(ip: IpAddr) -> HeaderValue {
+    LAST_IP.with(|last| {
+        let mut last = last.borrow_mut();
+        match &*last {
+            Some((seen, v)) if *seen == ip => v.clone(),
+            _ => {
+                let v = format_ip(ip);
+                *last = Some((ip, v.clone()));
+                v
+            }
+        }
+    })
+}
+
+fn format_ip(ip: IpAddr) -> HeaderValue {
     let s = match ip {
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
             Some(v4) => v4.to_string(),

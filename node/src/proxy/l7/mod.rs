@@ -100,12 +100,11 @@ impl Drop for Counted {
     }
 }
 
-/// What the request handler keeps per connection: the shared context, the
-/// client address already formatted for the forwarding headers, and what the
-/// connection holds until it closes.
+/// What the request handler keeps per connection: its context and what the
+/// connection holds until it closes. Kept small: a connection in the idle lot
+/// holds exactly this (by value) and its socket.
 struct Conn {
-    ctx: Arc<ConnCtx>,
-    client_ip: HeaderValue,
+    ctx: ConnCtx,
     /// The listener's idle lot (plain http only).
     lot: Option<Arc<lot::IdleLot>>,
     _active: ActiveConn,
@@ -113,9 +112,9 @@ struct Conn {
 }
 
 impl Conn {
-    fn new(ctx: Arc<ConnCtx>, hold: Hold, lot: Option<Arc<lot::IdleLot>>) -> Arc<Conn> {
+    fn new(ctx: ConnCtx, hold: Hold, lot: Option<Arc<lot::IdleLot>>) -> Arc<Conn> {
         let active = ActiveConn::new(&ctx.plan());
-        Arc::new(Conn { client_ip: headers::client_ip_value(ctx.client.ip()), ctx, lot, _active: active, _hold: hold })
+        Arc::new(Conn { ctx, lot, _active: active, _hold: hold })
     }
 }
 
@@ -163,7 +162,7 @@ impl Drop for ActiveConn {
 /// head (and, in hyper, the idle time between keep-alive requests). That is how a
 /// minimum header rate is enforced: a client trickling a head byte by byte is cut
 /// when the timeout passes, whatever its rate.
-pub async fn serve_connection<I>(io: I, ctx: Arc<ConnCtx>, hold: Hold, cancel: CancellationToken)
+pub async fn serve_connection<I>(io: I, ctx: ConnCtx, hold: Hold, cancel: CancellationToken)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
@@ -175,7 +174,7 @@ where
 /// parks it in `lot` when it idles.
 pub async fn serve_http(
     stream: TcpStream,
-    ctx: Arc<ConnCtx>,
+    ctx: ConnCtx,
     hold: Hold,
     lot: Option<Arc<lot::IdleLot>>,
     cancel: CancellationToken,
@@ -183,15 +182,16 @@ pub async fn serve_http(
     h1::serve(stream, Conn::new(ctx, hold, lot), cancel).await;
 }
 
-async fn serve_hyper<I>(io: I, conn_ctx: Arc<Conn>, cancel: CancellationToken)
+async fn serve_hyper<I>(io: I, conn: Arc<Conn>, cancel: CancellationToken)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let ctx = Arc::clone(&conn_ctx.ctx);
+    let this = Arc::clone(&conn);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-        let conn = Arc::clone(&conn_ctx);
+        let conn = Arc::clone(&this);
         async move { Ok::<_, Infallible>(handle(req.map(ClientBody::from), &conn).await) }
     });
+    let ctx = &conn.ctx;
     let plan = ctx.current();
     let conn = plan.server.serve_connection_with_upgrades(TokioIo::new(io), service);
     tokio::pin!(conn);
@@ -210,7 +210,7 @@ where
 
 /// Serves an https connection: the TLS handshake (bounded by the header timeout,
 /// so a silent client cannot hold a slot), then HTTP as usual.
-pub async fn serve_tls(stream: TcpStream, ctx: Arc<ConnCtx>, hold: Hold, cancel: CancellationToken) {
+pub async fn serve_tls(stream: TcpStream, ctx: ConnCtx, hold: Hold, cancel: CancellationToken) {
     let Some(tls) = ctx.plan().tls.clone() else {
         tracing::warn!(listener = %ctx.plan().name, "https listener has no usable certificate; connection closed");
         return;
@@ -327,7 +327,7 @@ async fn handle(req: Request<ClientBody>, conn: &Conn) -> Response<ProxyBody> {
         sent: 0,
         log,
     };
-    let resp = proxy(req, ctx, plan, &conn.client_ip, &mut done).await;
+    let resp = proxy(req, ctx, plan, &mut done).await;
     done.status = resp.status().as_u16();
     let (parts, body) = resp.into_parts();
     Response::from_parts(parts, body.with_done(done))
@@ -337,7 +337,6 @@ async fn proxy(
     mut req: Request<ClientBody>,
     ctx: &ConnCtx,
     plan: &ListenerPlan,
-    client_ip: &HeaderValue,
     done: &mut Done,
 ) -> Response<ProxyBody> {
     if let Some(port) = plan.rt.cfg.http.redirect_https {
@@ -385,7 +384,7 @@ async fn proxy(
             parts.headers.insert(header::HOST, v.clone());
         }
     }
-    headers::add_forwarding(&mut parts.headers, client_ip, ctx.proto, host_value);
+    headers::add_forwarding(&mut parts.headers, &headers::client_ip_value(ctx.client.ip()), ctx.proto, host_value);
     parts.uri = match parts.uri.path_and_query() {
         Some(pq) => Uri::from(pq.clone()),
         None => Uri::from_static("/"),
