@@ -11,5 +11,11 @@ fn origin() -> Instant {
 
 /// Milliseconds since the first call in this process; starts at 1 so 0 can mean "unset".
 pub fn now_ms() -> u64 {
-    origin().elapsed().as_millis() as u64 + 1
+    ms_at(Instant::now())
+}
+
+/// [`now_ms`] as it was (or will be) at `t`: for a caller that already read the
+/// clock, so the request path reads it once for several timestamps.
+pub fn ms_at(t: Instant) -> u64 {
+    t.saturating_duration_since(origin()).as_millis() as u64 + 1
 }

@@ -274,6 +274,32 @@ async fn idle_keep_alive_connection_is_closed_after_the_timeout() {
     assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(2), "closed after {waited:?}");
 }
 
+/// The keep-alive timeout bounds each idle gap, not the connection's life: a
+/// client that speaks every 200 ms keeps a 500 ms connection for 1.6 s, with and
+/// without the idle lot; then, silent, it is closed.
+#[tokio::test]
+async fn keep_alive_timeout_counts_from_the_last_request() {
+    let b = TestBackend::start("b1").await;
+    for park in [0, 100] {
+        let extra = format!("client_header_timeout_ms = 500\nidle_park_ms = {park}");
+        let p = Proxy::start(&config(&extra, b.addr)).await;
+        let mut c = connect(&p).await;
+        for i in 0..8 {
+            c.send(b"GET / HTTP/1.1\r\nHost: t\r\n\r\n").await;
+            let r = tokio::time::timeout(Duration::from_secs(5), c.response(false)).await;
+            assert!(r.is_ok_and(|r| r.body == b"b1"), "park {park}: request {i} got no answer on the kept connection");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let t0 = Instant::now();
+        assert!(c.closed_within(Duration::from_secs(3)).await, "park {park}: idle connection not closed");
+        let waited = t0.elapsed();
+        assert!(
+            waited >= Duration::from_millis(200) && waited < Duration::from_secs(2),
+            "park {park}: closed after {waited:?}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn graceful_shutdown_closes_idle_connections_and_finishes_requests_in_flight() {
     let b = TestBackend::start("b1").await;

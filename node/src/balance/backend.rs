@@ -139,7 +139,12 @@ impl BackendState {
     /// Folds one response time into the moving average (weight 1/8, like TCP's SRTT)
     /// and the recent-latency histogram.
     pub fn observe_latency_us(&self, sample_us: u64) {
-        self.latency.record(crate::clock::now_ms(), sample_us);
+        self.observe_latency_us_at(crate::clock::now_ms(), sample_us);
+    }
+
+    /// [`Self::observe_latency_us`] for a caller that has the clock already.
+    pub fn observe_latency_us_at(&self, now_ms: u64, sample_us: u64) {
+        self.latency.record(now_ms, sample_us);
         let _ = self.ewma_us.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |old| {
             Some(if old == 0 { sample_us.max(1) } else { (old * 7 + sample_us) / 8 }.max(1))
         });

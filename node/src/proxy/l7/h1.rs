@@ -109,18 +109,31 @@ pub(super) async fn serve(mut stream: TcpStream, mut conn: Arc<Conn>, cancel: Ca
     // connection moves to the listener's idle lot.
     let park = idle_park.filter(|&p| conn.lot.is_some() && p < idle_timeout);
     let mut pending: Option<BytesMut> = None;
+    // One cancellation wait and one timer for the connection's life, not one
+    // each per request: registering and removing them per request cost more
+    // than the rest of the idle wait. The timer is lazy: it may fire early
+    // (its deadline is an earlier idle period's); then it is moved to the
+    // current period's end.
+    let stop = cancel.clone().cancelled_owned();
+    tokio::pin!(stop);
+    let idle = tokio::time::sleep(park.unwrap_or(idle_timeout));
+    tokio::pin!(idle);
     loop {
         // Idle: no buffer held while waiting for the next request.
         let (mut wait, mut may_park) = (park.unwrap_or(idle_timeout), park.is_some());
+        let mut due = Instant::now() + wait;
         while pending.is_none() {
             let ready = tokio::select! {
                 biased;
-                _ = cancel.cancelled() => return,
-                r = tokio::time::timeout(wait, stream.readable()) => r,
+                _ = &mut stop => return,
+                r = stream.readable() => Some(r),
+                _ = &mut idle => None,
             };
             match ready {
-                Ok(Ok(())) => break,
-                Err(_) if may_park => {
+                Some(Ok(())) => break,
+                Some(Err(_)) => return,
+                None if Instant::now() < due => idle.as_mut().reset(due),
+                None if may_park => {
                     let Some(lot) = conn.lot.clone() else { return };
                     match lot.park(stream, conn, idle_timeout - wait) {
                         Ok(()) => return,
@@ -128,10 +141,12 @@ pub(super) async fn serve(mut stream: TcpStream, mut conn: Arc<Conn>, cancel: Ca
                         Err((s, c)) => {
                             (stream, conn) = (s, c);
                             (wait, may_park) = (idle_timeout - wait, false);
+                            due += wait;
+                            idle.as_mut().reset(due);
                         }
                     }
                 }
-                _ => return,
+                None => return,
             }
         }
         // Boxed: the per-request state is large and lives only while a request
@@ -153,7 +168,8 @@ async fn exchange(stream: &mut TcpStream, conn: &Conn, cancel: &CancellationToke
     let cfg = &conn.ctx.plan().rt.cfg;
     let limits = Limits { max_bytes: cfg.http.max_header_bytes, max_headers: cfg.http.max_headers };
     let mut buf = pending.unwrap_or_else(take_buf);
-    let deadline = Instant::now() + cfg.client_header_timeout;
+    // Set at the first wait for more of a head: most heads come in one read.
+    let mut deadline = None;
     let head = loop {
         if !buf.is_empty() {
             match parse(&buf, &limits) {
@@ -184,6 +200,7 @@ async fn exchange(stream: &mut TcpStream, conn: &Conn, cancel: &CancellationToke
                     give_back(buf);
                     return Step::Next(None);
                 }
+                let deadline = *deadline.get_or_insert_with(|| Instant::now() + cfg.client_header_timeout);
                 match tokio::time::timeout_at(deadline, stream.readable()).await {
                     Ok(Ok(())) => {}
                     Ok(Err(_)) => {
