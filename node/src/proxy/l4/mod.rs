@@ -74,8 +74,18 @@ impl ListenerStats {
 pub struct ClientAddrs {
     /// The client: the peer, or the source a PROXY header named.
     pub client: SocketAddr,
-    /// The address the client connected to: ours, or the one a PROXY header named.
-    pub local: SocketAddr,
+    /// The address the client connected to as a PROXY header named it; `None`:
+    /// the socket's own (see [`ClientAddrs::local`]).
+    pub proxied_local: Option<SocketAddr>,
+}
+
+impl ClientAddrs {
+    /// The address the client connected to: the one a PROXY header named, or
+    /// ours (read from the socket only here: most connections never need it, and
+    /// it is a system call per connection).
+    pub fn local(&self, stream: &TcpStream, bind: SocketAddr) -> SocketAddr {
+        self.proxied_local.or_else(|| stream.local_addr().ok()).unwrap_or(bind)
+    }
 }
 
 /// Reads the PROXY header when the listener expects one, then counts the client
@@ -88,13 +98,12 @@ pub async fn identify_client(
     stats: &ListenerStats,
     permit: &mut ConnPermit,
 ) -> Option<ClientAddrs> {
-    let local = stream.local_addr().unwrap_or(listener.cfg.bind);
-    let mut addrs = ClientAddrs { client: peer, local };
+    let mut addrs = ClientAddrs { client: peer, proxied_local: None };
     if listener.cfg.accept_proxy {
         // Boxed: the header reader's state lives only while it runs, instead of
         // adding to the size of every connection's task for its whole life.
         match Box::pin(proxy_protocol::read_header(stream, listener.cfg.client_header_timeout)).await {
-            Ok(Some(p)) => addrs = ClientAddrs { client: p.source, local: p.destination },
+            Ok(Some(p)) => addrs = ClientAddrs { client: p.source, proxied_local: Some(p.destination) },
             Ok(None) => {}
             Err(e) => {
                 ListenerStats::add(&stats.proxy_header_errors, 1);

@@ -58,7 +58,7 @@ pub async fn serve(
     let _ = client.set_nodelay(true);
     let _ = upstream.set_nodelay(true);
     if let Some(version) = pool.cfg.send_proxy {
-        let sent = match proxy_protocol::encode(version, addrs.client, addrs.local) {
+        let sent = match proxy_protocol::encode(version, addrs.client, addrs.local(&client, listener.cfg.bind)) {
             Ok(header) => splice::write_all(&upstream, &header).await,
             Err(e) => Err(e),
         };
