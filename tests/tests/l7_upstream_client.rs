@@ -119,6 +119,14 @@ async fn serve(mut s: TcpStream, conn: usize, log: Arc<Mutex<Vec<(usize, String)
                 return;
             }
             "/bad" => s.write_all(b"HTTP/1.1 2OO OK\r\n\r\n").await,
+            "/fields" => {
+                s.write_all(
+                    b"HTTP/1.1 200 OK\r\nX-Backend-Case: Kept\r\nConnection: keep-alive, X-Private\r\n\
+                      Keep-Alive: timeout=5\r\nSet-Cookie: a=1\r\nX-Private: secret\r\nset-cookie: b=2\r\n\
+                      Proxy-Connection: keep-alive\r\nContent-Length: 2\r\n\r\nok",
+                )
+                .await
+            }
             "/idle-close" => {
                 let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
                 // A short keepalive_timeout on the backend's side.
@@ -133,6 +141,21 @@ async fn serve(mut s: TcpStream, conn: usize, log: Arc<Mutex<Vec<(usize, String)
             return;
         }
     }
+}
+
+/// One request on a fresh connection and the response head as raw bytes
+/// (the body is two bytes).
+async fn raw_head(proxy: &Proxy, path: &str) -> String {
+    let mut s = TcpStream::connect(proxy.addr).await.unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut chunk)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before a full head: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&chunk[..n]);
+    }
+    String::from_utf8(got).unwrap()
 }
 
 fn config(backend: SocketAddr) -> String {
@@ -240,4 +263,57 @@ async fn a_reused_connection_closed_unanswered_is_retried_for_get_only() {
     let r = send(&c, post("/race")).await.unwrap();
     assert_eq!(r.status, 502, "a POST is not sent twice");
     assert_eq!(b.seen().iter().filter(|(_, l)| l == "POST /race HTTP/1.1").count(), 1, "{:?}", b.seen());
+}
+
+#[tokio::test]
+async fn response_fields_pass_as_sent_without_hop_by_hop_ones_to_http1_and_http2_clients() {
+    let b = Scripted::start().await;
+    let p = Proxy::start(&config(b.addr)).await;
+    // HTTP/1.1: the backend's spelling and order; hop-by-hop fields and the one
+    // its Connection names are gone; our Date is added once.
+    let head = raw_head(&p, "/fields").await;
+    let lines: Vec<&str> = head.split("\r\n").collect();
+    assert_eq!(lines[0], "HTTP/1.1 200 OK");
+    assert_eq!(
+        &lines[1..5],
+        ["X-Backend-Case: Kept", "Set-Cookie: a=1", "set-cookie: b=2", "Content-Length: 2"],
+        "{head}"
+    );
+    for gone in ["connection", "keep-alive", "x-private", "proxy-connection"] {
+        assert!(!head.to_ascii_lowercase().contains(&format!("\r\n{gone}:")), "{gone} passed on: {head}");
+    }
+    assert_eq!(head.to_ascii_lowercase().matches("\r\ndate: ").count(), 1, "{head}");
+    // HTTP/2 (hyper's server): the same fields, repeats kept.
+    let r = get(&tests::client::http2(), &p.url("/fields")).await.unwrap();
+    assert_eq!(r.text(), "ok");
+    assert_eq!(r.header("x-backend-case").as_deref(), Some("Kept"));
+    let cookies: Vec<_> = r.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    assert_eq!(cookies, ["a=1", "b=2"]);
+    assert!(r.headers.get("x-private").is_none() && r.headers.get("keep-alive").is_none(), "{:?}", r.headers);
+    assert_eq!(r.header("content-length").as_deref(), Some("2"));
+}
+
+#[tokio::test]
+async fn a_sticky_cookie_joins_the_backends_own_cookies() {
+    let b = Scripted::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("sticky.key");
+    std::fs::write(&key, "a-test-cookie-signing-key-of-32b\n").unwrap();
+    let cfg = config(b.addr).replace(
+        "name = \"p\"\n",
+        &format!(
+            "name = \"p\"\n  [pool.sticky]\n  mode = \"cookie\"\n  name = \"SRV\"\n  secret_file = \"{}\"\n",
+            key.display()
+        ),
+    );
+    let p = Proxy::start(&cfg).await;
+    let head = raw_head(&p, "/fields").await;
+    let cookies: Vec<&str> = head.split("\r\n").filter(|l| l.to_ascii_lowercase().starts_with("set-cookie:")).collect();
+    assert_eq!(cookies.len(), 3, "{head}");
+    assert_eq!(&cookies[..2], ["Set-Cookie: a=1", "set-cookie: b=2"]);
+    assert!(cookies[2].to_ascii_lowercase().starts_with("set-cookie: srv="), "{head}");
+    let r = get(&tests::client::http2(), &p.url("/fields")).await.unwrap();
+    let cookies: Vec<_> = r.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    assert_eq!(&cookies[..2], ["a=1", "b=2"]);
+    assert!(cookies.len() == 3 && cookies[2].starts_with("SRV="), "{cookies:?}");
 }

@@ -104,6 +104,15 @@ impl ProxyBody {
         self
     }
 
+    /// The backend's header fields still outside the response's map (a
+    /// response from our own client), once.
+    pub fn take_fields(&mut self) -> Option<super::raw::Fields> {
+        match &mut self.kind {
+            Kind::Raw { body, .. } => body.take_fields(),
+            _ => None,
+        }
+    }
+
     fn count(&mut self, n: usize) {
         if let Some(d) = &mut self.done {
             d.sent += n as u64;

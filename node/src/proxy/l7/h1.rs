@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::body::ClientBody;
+use super::raw;
 use super::{Conn, ProxyBody};
 
 /// A pooled buffer's size: a typical request head, or a small response, fits.
@@ -347,7 +348,7 @@ fn convert(
 /// A header value parsed from `buf` as a slice of `copy`, the copy of `buf`'s
 /// head: no allocation per value. `None` if `value` is not inside the copied part
 /// or is not a valid header value.
-pub(super) fn shared_value(copy: &Bytes, buf: &[u8], value: &[u8]) -> Option<HeaderValue> {
+fn shared_value(copy: &Bytes, buf: &[u8], value: &[u8]) -> Option<HeaderValue> {
     // The value's place in `buf` is its place in the copy.
     let at = value.as_ptr().addr().wrapping_sub(buf.as_ptr().addr());
     let end = at.checked_add(value.len()).filter(|&end| end <= copy.len())?;
@@ -372,10 +373,13 @@ enum Framing {
     Close,
 }
 
-/// Picks the framing and fixes the framing headers. Returns the framing and
-/// whether the connection stays open after this response.
+/// Picks the framing and fixes the framing headers. `raw` holds the backend's
+/// fields that go out ahead of the map's, if the response came through our own
+/// client. Returns the framing and whether the connection stays open after
+/// this response.
 fn frame_headers(
     headers: &mut HeaderMap,
+    raw: Option<&raw::Fields>,
     status: StatusCode,
     hint: Option<u64>,
     is_head: bool,
@@ -384,13 +388,15 @@ fn frame_headers(
 ) -> (Framing, bool) {
     let mut keep_alive = keep_alive;
     let no_body_status = status.is_informational() || status == StatusCode::NO_CONTENT;
+    // The raw fields carry no `Content-Length` where the map would lose it.
+    let raw_length = raw.is_some_and(|f| f.length);
     let framing = if no_body_status {
         headers.remove(header::CONTENT_LENGTH);
         Framing::Bodyless
     } else if is_head || status == StatusCode::NOT_MODIFIED {
         // The length of the body a GET would get, if the backend said it.
         Framing::Bodyless
-    } else if headers.get(header::CONTENT_LENGTH).is_some_and(|v| parse_length(v).is_some()) {
+    } else if raw_length || headers.get(header::CONTENT_LENGTH).is_some_and(|v| parse_length(v).is_some()) {
         Framing::Length
     } else if let Some(n) = hint {
         headers.insert(header::CONTENT_LENGTH, HeaderValue::from(n));
@@ -410,7 +416,7 @@ fn frame_headers(
     } else if version == Version::HTTP_10 {
         headers.insert(header::CONNECTION, HeaderValue::from_static("keep-alive"));
     }
-    if !headers.contains_key(header::DATE) {
+    if !raw.is_some_and(|f| f.date) && !headers.contains_key(header::DATE) {
         headers.insert(header::DATE, date());
     }
     (framing, keep_alive)
@@ -420,13 +426,16 @@ fn parse_length(v: &HeaderValue) -> Option<u64> {
     v.to_str().ok()?.trim().parse().ok()
 }
 
-/// Status line and headers, in the map's order.
-fn write_head(out: &mut BytesMut, status: StatusCode, headers: &HeaderMap) {
+/// Status line, the backend's raw fields if any, then the map's in its order.
+fn write_head(out: &mut BytesMut, status: StatusCode, raw: Option<&raw::Fields>, headers: &HeaderMap) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
     out.extend_from_slice(b" ");
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    if let Some(f) = raw {
+        out.extend_from_slice(f.lines());
+    }
     write_fields(out, headers);
 }
 
@@ -466,9 +475,12 @@ async fn respond(
 ) -> io::Result<bool> {
     let (mut parts, mut body) = resp.into_parts();
     let hint = body.size_hint().exact();
-    let (framing, keep_alive) = frame_headers(&mut parts.headers, parts.status, hint, is_head, version, keep_alive);
+    let raw = body.take_fields();
+    let (framing, keep_alive) =
+        frame_headers(&mut parts.headers, raw.as_ref(), parts.status, hint, is_head, version, keep_alive);
     let mut out = take_buf();
-    write_head(&mut out, parts.status, &parts.headers);
+    write_head(&mut out, parts.status, raw.as_ref(), &parts.headers);
+    drop(raw);
     let result = write_body(stream, &mut out, &mut body, framing).await;
     give_back(out);
     // Dropping the body counts and logs the request (`Done`) and returns the
@@ -697,7 +709,7 @@ mod tests {
         if let Some(cl) = cl {
             h.insert(header::CONTENT_LENGTH, HeaderValue::from_str(cl).unwrap());
         }
-        let (f, k) = frame_headers(&mut h, StatusCode::from_u16(status).unwrap(), hint, head, v, ka);
+        let (f, k) = frame_headers(&mut h, None, StatusCode::from_u16(status).unwrap(), hint, head, v, ka);
         (f, k, h)
     }
 
@@ -747,7 +759,7 @@ mod tests {
         h.append("x-a", HeaderValue::from_static("2"));
         h.append("x-b", HeaderValue::from_static("3"));
         let mut out = BytesMut::new();
-        write_head(&mut out, StatusCode::NOT_FOUND, &h);
+        write_head(&mut out, StatusCode::NOT_FOUND, None, &h);
         assert_eq!(&out[..], b"HTTP/1.1 404 Not Found\r\nx-b: 1\r\nx-b: 3\r\nx-a: 2\r\n\r\n");
         let mut out = BytesMut::new();
         chunk_size_line(&mut out, 255);

@@ -189,7 +189,23 @@ where
     let this = Arc::clone(&conn);
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let conn = Arc::clone(&this);
-        async move { Ok::<_, Infallible>(handle(req.map(ClientBody::from), &conn).await) }
+        async move {
+            let mut resp = handle(req.map(ClientBody::from), &conn).await;
+            // hyper writes only the map: the backend's fields go into it.
+            if let Some(fields) = resp.body_mut().take_fields() {
+                let added = std::mem::take(resp.headers_mut());
+                fields.append_to(resp.headers_mut());
+                // Fields added here (a sticky cookie) come after the backend's.
+                let mut name = None;
+                for (n, value) in added {
+                    name = n.or(name);
+                    if let Some(n) = &name {
+                        resp.headers_mut().append(n.clone(), value);
+                    }
+                }
+            }
+            Ok::<_, Infallible>(resp)
+        }
     });
     let ctx = &conn.ctx;
     let plan = ctx.current();

@@ -20,13 +20,13 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, HeaderName, Method, StatusCode, Uri, Version, header};
+use http::{HeaderMap, HeaderName, Method, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::body::BoxError;
-use super::h1::{give_back, shared_value, take_buf, write_fields};
+use super::h1::{give_back, take_buf, write_fields};
 use super::upstream::HostPool;
 
 /// A response head larger than this is refused (502).
@@ -105,10 +105,100 @@ enum Framing {
 struct Head {
     len: usize,
     status: StatusCode,
-    headers: HeaderMap,
+    fields: Fields,
     framing: Framing,
     /// The backend allows another request on this connection.
     reusable: bool,
+}
+
+/// The backend's response header fields as they go on to the client: one
+/// `name: value` line each, names spelled as the backend spelled them, in its
+/// order, hop-by-hop fields (RFC 9110 7.6.1) already removed. An HTTP/1.1
+/// client gets these bytes as they are; no header map is built per response.
+/// The buffer is a pooled one, given back when dropped.
+pub struct Fields {
+    lines: BytesMut,
+    /// A single valid `Content-Length` is among the lines.
+    pub length: bool,
+    /// A `Date` is among the lines.
+    pub date: bool,
+}
+
+impl Fields {
+    /// The lines, each ending in CRLF (no blank line after them).
+    pub fn lines(&self) -> &[u8] {
+        &self.lines
+    }
+
+    /// Adds the fields to `map`, ahead of nothing: for servers that need a map
+    /// (hyper, HTTP/2). A line that is not a valid field is left out.
+    pub fn append_to(&self, map: &mut HeaderMap) {
+        for line in self.lines[..].split(|&c| c == b'\n') {
+            let Some(line) = line.strip_suffix(b"\r") else { continue };
+            let Some(colon) = line.iter().position(|&c| c == b':') else { continue };
+            let (name, value) = (&line[..colon], line[colon + 1..].trim_ascii());
+            match (HeaderName::from_bytes(name), http::HeaderValue::from_bytes(value)) {
+                (Ok(n), Ok(v)) => {
+                    map.append(n, v);
+                }
+                _ => tracing::debug!("response header field left out: not a valid field"),
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for Fields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fields")
+            .field("lines", &String::from_utf8_lossy(&self.lines))
+            .field("length", &self.length)
+            .field("date", &self.date)
+            .finish()
+    }
+}
+
+impl Drop for Fields {
+    fn drop(&mut self) {
+        give_back(std::mem::take(&mut self.lines));
+    }
+}
+
+/// What a response header field is to the proxy, from its name alone (no map,
+/// no allocation: the few names that matter are told apart by length first).
+#[derive(Clone, Copy, PartialEq)]
+enum Name {
+    Connection,
+    ContentLength,
+    TransferEncoding,
+    Date,
+    /// Any other hop-by-hop field: never passed on.
+    Hop,
+    Other,
+}
+
+fn classify(name: &str) -> Name {
+    let is = |k: &str| name.eq_ignore_ascii_case(k);
+    match name.len() {
+        2 if is("te") => Name::Hop,
+        4 if is("date") => Name::Date,
+        7 if is("trailer") || is("upgrade") => Name::Hop,
+        10 if is("connection") => Name::Connection,
+        10 if is("keep-alive") => Name::Hop,
+        14 if is("content-length") => Name::ContentLength,
+        16 if is("proxy-connection") => Name::Hop,
+        17 if is("transfer-encoding") => Name::TransferEncoding,
+        18 if is("proxy-authenticate") => Name::Hop,
+        19 if is("proxy-authorization") => Name::Hop,
+        _ => Name::Other,
+    }
+}
+
+/// Connection tokens that name no field to remove, or one removed anyway.
+fn names_no_extra_field(t: &[u8]) -> bool {
+    t.is_empty()
+        || t.eq_ignore_ascii_case(b"close")
+        || std::str::from_utf8(t)
+            .is_ok_and(|t| matches!(classify(t), Name::Connection | Name::TransferEncoding | Name::Hop))
 }
 
 #[derive(Debug)]
@@ -138,39 +228,43 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Parsed, RawError> {
         return Ok(Parsed::Interim(len));
     }
     let status = StatusCode::from_u16(code).map_err(|_| RawError::Malformed("status code out of range"))?;
-    let bytes = Bytes::copy_from_slice(&buf[..len]);
-    let mut headers = HeaderMap::with_capacity(r.headers.len());
-    let (mut close, mut keep, mut chunked, mut te, mut length) = (false, false, false, false, None::<u64>);
+    // First pass: framing, persistence, and whether `Connection` names more
+    // fields to drop. httparse has checked every name and value already.
+    let (mut close, mut keep, mut chunked, mut te, mut length, mut lengths) = (false, false, false, false, None, 0);
+    let mut names_more = false;
     for h in r.headers.iter() {
-        let name =
-            HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| RawError::Malformed("invalid header field name"))?;
-        if name == header::CONNECTION {
-            for t in h.value.split(|&c| c == b',') {
-                let t = t.trim_ascii();
-                close |= t.eq_ignore_ascii_case(b"close");
-                keep |= t.eq_ignore_ascii_case(b"keep-alive");
-            }
-        } else if name == header::TRANSFER_ENCODING {
-            te = true;
-            // Only the last coding decides: chunked last means chunked framing.
-            let last = h.value.rsplit(|&c| c == b',').next().unwrap_or(b"").trim_ascii();
-            chunked = last.eq_ignore_ascii_case(b"chunked");
-        } else if name == header::CONTENT_LENGTH {
-            // A list of equal values is one length (RFC 9110 8.6); anything else is refused.
-            for v in h.value.split(|&c| c == b',') {
-                let n = std::str::from_utf8(v.trim_ascii())
-                    .ok()
-                    .filter(|s| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
-                    .and_then(|s| s.parse::<u64>().ok())
-                    .ok_or(RawError::Malformed("invalid Content-Length"))?;
-                if length.is_some_and(|l| l != n) {
-                    return Err(RawError::Malformed("conflicting Content-Length values"));
+        match classify(h.name) {
+            Name::Connection => {
+                for t in h.value.split(|&c| c == b',') {
+                    let t = t.trim_ascii();
+                    close |= t.eq_ignore_ascii_case(b"close");
+                    keep |= t.eq_ignore_ascii_case(b"keep-alive");
+                    names_more |= !names_no_extra_field(t);
                 }
-                length = Some(n);
             }
+            Name::TransferEncoding => {
+                te = true;
+                // Only the last coding decides: chunked last means chunked framing.
+                let last = h.value.rsplit(|&c| c == b',').next().unwrap_or(b"").trim_ascii();
+                chunked = last.eq_ignore_ascii_case(b"chunked");
+            }
+            Name::ContentLength => {
+                // A list of equal values is one length (RFC 9110 8.6); anything else is refused.
+                for v in h.value.split(|&c| c == b',') {
+                    let n = std::str::from_utf8(v.trim_ascii())
+                        .ok()
+                        .filter(|s| !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+                        .and_then(|s| s.parse::<u64>().ok())
+                        .ok_or(RawError::Malformed("invalid Content-Length"))?;
+                    if length.is_some_and(|l| l != n) {
+                        return Err(RawError::Malformed("conflicting Content-Length values"));
+                    }
+                    length = Some(n);
+                    lengths += 1;
+                }
+            }
+            _ => {}
         }
-        let value = shared_value(&bytes, buf, h.value).ok_or(RawError::Malformed("invalid header field value"))?;
-        headers.append(name, value);
     }
     let bodyless = head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED;
     let framing = if bodyless {
@@ -185,11 +279,36 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Parsed, RawError> {
     let persistent = if minor == 1 { !close } else { keep && !close };
     // A message with both framings may be a smuggling attempt: never reuse after it.
     let reusable = persistent && framing != Framing::Close && !(te && length.is_some());
-    if te && !bodyless {
-        // The length is not the body's: drop it so nothing downstream trusts it.
-        headers.remove(header::CONTENT_LENGTH);
+    // What `Content-Length` line goes on: none after `Transfer-Encoding` (the
+    // length is not the body's) or on a 204; the backend's for HEAD and 304 (the
+    // length a GET would get); otherwise only a single value (a list is replaced
+    // by the length the client side writes itself).
+    let keep_length =
+        if status == StatusCode::NO_CONTENT || (te && !bodyless) { false } else { bodyless || lengths == 1 };
+    // Second pass: the lines that go on.
+    let mut fields = Fields { lines: take_buf(), length: false, date: false };
+    let connection = r.headers.iter().find(|h| classify(h.name) == Name::Connection).map(|h| h.value);
+    for h in r.headers.iter() {
+        match classify(h.name) {
+            Name::Connection | Name::TransferEncoding | Name::Hop => continue,
+            Name::ContentLength if !keep_length => continue,
+            Name::ContentLength => fields.length = !bodyless,
+            Name::Date | Name::Other if names_more && named_in(connection, h.name) => continue,
+            Name::Date => fields.date = true,
+            Name::Other => {}
+        }
+        let out = &mut fields.lines;
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
     }
-    Ok(Parsed::Final(Head { len, status, headers, framing, reusable }))
+    Ok(Parsed::Final(Head { len, status, fields, framing, reusable }))
+}
+
+/// `name` is one of the tokens of the `Connection` value (hop-by-hop then).
+fn named_in(connection: Option<&[u8]>, name: &str) -> bool {
+    connection.is_some_and(|v| v.split(|&c| c == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes())))
 }
 
 /// Sends a request head (no body) on `stream` and reads the response head.
@@ -237,8 +356,8 @@ pub async fn exchange(
                     let mut parts = http::Response::new(()).into_parts().0;
                     parts.status = h.status;
                     parts.version = Version::HTTP_11;
-                    parts.headers = h.headers;
-                    let body = RawBody::new(stream, buf, h.framing, h.reusable, Arc::clone(host));
+                    let mut body = RawBody::new(stream, buf, h.framing, h.reusable, Arc::clone(host));
+                    body.fields = Some(h.fields);
                     return Ok(http::Response::from_parts(parts, body));
                 }
                 Err(e) => {
@@ -311,6 +430,8 @@ pub struct RawBody {
     reusable: bool,
     read_size: usize,
     host: Arc<HostPool>,
+    /// The head's fields until the client side takes them.
+    fields: Option<Fields>,
 }
 
 impl RawBody {
@@ -320,11 +441,16 @@ impl RawBody {
             Framing::Chunked => State::Chunked(Chunk::Size),
             Framing::Close => State::Close,
         };
-        let mut body = RawBody { stream: Some(stream), buf, state, reusable, read_size: READ_MIN, host };
+        let mut body = RawBody { stream: Some(stream), buf, state, reusable, read_size: READ_MIN, host, fields: None };
         if body.state == State::Length(0) {
             body.finish();
         }
         body
+    }
+
+    /// The response's header fields (once).
+    pub fn take_fields(&mut self) -> Option<Fields> {
+        self.fields.take()
     }
 
     /// The message is complete: the connection goes back to the pool if the
@@ -546,7 +672,7 @@ pub fn idempotent(m: &Method) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use http::HeaderValue;
+    use http::{HeaderValue, header};
 
     use super::*;
 
@@ -564,7 +690,7 @@ mod tests {
         assert_eq!(h.len, "HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n".len());
         let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 13\r\n\r\n", true);
         assert_eq!(h.framing, Framing::Length(0));
-        assert_eq!(h.headers["content-length"], "13");
+        assert_eq!(h.fields.lines(), b"Content-Length: 13\r\n");
         assert_eq!(head(b"HTTP/1.1 304 Not Modified\r\n\r\n", false).framing, Framing::Length(0));
         assert_eq!(head(b"HTTP/1.1 204 No Content\r\n\r\n", false).framing, Framing::Length(0));
         let h = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", false);
@@ -572,7 +698,7 @@ mod tests {
         // Both framings: chunked wins, the length goes, the connection is not reused.
         let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", false);
         assert_eq!((h.framing, h.reusable), (Framing::Chunked, false));
-        assert!(h.headers.get("content-length").is_none());
+        assert_eq!((h.fields.lines(), h.fields.length), (&b""[..], false));
         let h = head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", false);
         assert_eq!((h.framing, h.reusable), (Framing::Close, false));
         let h = head(b"HTTP/1.1 200 OK\r\n\r\n", false);
@@ -581,6 +707,49 @@ mod tests {
         assert!(!head(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n", false).reusable);
         assert!(head(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n", false).reusable);
         assert_eq!(head(b"HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n", false).framing, Framing::Length(7));
+    }
+
+    fn lines(raw: &[u8], head_request: bool) -> String {
+        String::from_utf8(head(raw, head_request).fields.lines().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn fields_go_on_as_sent_without_hop_by_hop_ones() {
+        // Names keep their spelling and order; hop-by-hop fields and those
+        // `Connection` names are gone.
+        let raw = b"HTTP/1.1 200 OK\r\nServer: be\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\n\
+            x-hop: 1\r\nDATE: Sun, 06 Dec 2026 10:00:00 GMT\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\n\
+            Content-Length: 2\r\nTrailer: x\r\nUpgrade: h2c\r\nProxy-Connection: close\r\nTE: trailers\r\n\r\nok";
+        let h = head(raw, false);
+        assert_eq!(
+            String::from_utf8_lossy(h.fields.lines()),
+            "Server: be\r\nDATE: Sun, 06 Dec 2026 10:00:00 GMT\r\nSet-Cookie: a=1\r\nset-cookie: b=2\r\nContent-Length: 2\r\n"
+        );
+        assert!(h.fields.length && h.fields.date);
+        // `Connection: date` drops the backend's Date (the client side adds its own).
+        let h = head(b"HTTP/1.1 200 OK\r\nDate: x\r\nConnection: date\r\nContent-Length: 0\r\n\r\n", false);
+        assert_eq!((h.fields.lines(), h.fields.date), (&b"Content-Length: 0\r\n"[..], false));
+        // A 204's length goes; HEAD and 304 keep the backend's (a GET's length)
+        // without it counting as this message's framing.
+        assert_eq!(lines(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n", false), "");
+        let h = head(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9, 9\r\n\r\n", false);
+        assert_eq!((h.fields.lines(), h.fields.length), (&b"Content-Length: 9, 9\r\n"[..], false));
+        // A list of equal lengths is not passed on; the client side writes one.
+        let h = head(b"HTTP/1.1 200 OK\r\nContent-Length: 7, 7\r\n\r\n", false);
+        assert_eq!((h.fields.lines(), h.fields.length), (&b""[..], false));
+        // Transfer-Encoding goes (the client side frames the body itself).
+        assert_eq!(lines(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nVary: a\r\n\r\n", false), "Vary: a\r\n");
+    }
+
+    #[test]
+    fn fields_into_a_map_keep_repeats_and_order() {
+        let h = head(b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nX-A:  v w \r\nset-cookie: b=2\r\n\r\n", false);
+        let mut map = HeaderMap::new();
+        h.fields.append_to(&mut map);
+        let cookies: Vec<_> = map.get_all("set-cookie").iter().collect();
+        assert_eq!(cookies, ["a=1", "b=2"]);
+        assert_eq!(map["x-a"], "v w");
+        assert_eq!(map.len(), 3);
     }
 
     #[test]
