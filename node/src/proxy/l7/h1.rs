@@ -150,9 +150,9 @@ pub(super) async fn serve(mut stream: TcpStream, mut conn: Arc<Conn>, cancel: Ca
                 None => return,
             }
         }
-        // Boxed: the per-request state is large and lives only while a request
-        // does; the idle task keeps just this loop's.
-        match Box::pin(exchange(&mut stream, &conn, &cancel, pending.take())).await {
+        // On the heap (a slot reused per thread): the per-request state is large
+        // and lives only while a request does; the idle task keeps just this loop's.
+        match super::slot::Slot::new(exchange(&mut stream, &conn, &cancel, pending.take())).await {
             Step::Next(rest) => pending = rest,
             Step::Close => return,
             Step::HandOff(read) => {

@@ -13,6 +13,7 @@ pub mod lot;
 pub mod plan;
 mod raw;
 pub mod route;
+mod slot;
 pub mod upstream;
 
 use std::convert::Infallible;
@@ -444,7 +445,9 @@ async fn proxy(
             Some(head) if host.is_plain() => {
                 raw_attempt(host, head, &method, &pool.cfg, started).await.map(Upstream::Raw)
             }
-            _ => hyper_attempt(host, &mut req, upgrade, &pool.cfg).await.map(|(r, s)| Upstream::Hyper(r, s)),
+            // Boxed: hyper's client future is most of the size of a request's
+            // state, and this path (bodies, upgrades, TLS backends) the rarer one.
+            _ => Box::pin(hyper_attempt(host, &mut req, upgrade, &pool.cfg)).await.map(|(r, s)| Upstream::Hyper(r, s)),
         };
         match result {
             Ok(up) => {

@@ -232,8 +232,11 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Parsed, RawError> {
     // fields to drop. httparse has checked every name and value already.
     let (mut close, mut keep, mut chunked, mut te, mut length, mut lengths) = (false, false, false, false, None, 0);
     let mut names_more = false;
-    for h in r.headers.iter() {
-        match classify(h.name) {
+    // Each name is classified once: the second pass reads this.
+    let mut kinds = [Name::Other; MAX_HEADERS];
+    for (h, kind) in r.headers.iter().zip(kinds.iter_mut()) {
+        *kind = classify(h.name);
+        match *kind {
             Name::Connection => {
                 for t in h.value.split(|&c| c == b',') {
                     let t = t.trim_ascii();
@@ -287,13 +290,14 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Parsed, RawError> {
         if status == StatusCode::NO_CONTENT || (te && !bodyless) { false } else { bodyless || lengths == 1 };
     // Second pass: the lines that go on.
     let mut fields = Fields { lines: take_buf(), length: false, date: false };
-    let connection = r.headers.iter().find(|h| classify(h.name) == Name::Connection).map(|h| h.value);
-    for h in r.headers.iter() {
-        match classify(h.name) {
+    let named =
+        |name: &str| r.headers.iter().zip(kinds).any(|(c, kind)| kind == Name::Connection && named_in(c.value, name));
+    for (h, kind) in r.headers.iter().zip(kinds) {
+        match kind {
             Name::Connection | Name::TransferEncoding | Name::Hop => continue,
             Name::ContentLength if !keep_length => continue,
             Name::ContentLength => fields.length = !bodyless,
-            Name::Date | Name::Other if names_more && named_in(connection, h.name) => continue,
+            Name::Date | Name::Other if names_more && named(h.name) => continue,
             Name::Date => fields.date = true,
             Name::Other => {}
         }
@@ -306,9 +310,9 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Parsed, RawError> {
     Ok(Parsed::Final(Head { len, status, fields, framing, reusable }))
 }
 
-/// `name` is one of the tokens of the `Connection` value (hop-by-hop then).
-fn named_in(connection: Option<&[u8]>, name: &str) -> bool {
-    connection.is_some_and(|v| v.split(|&c| c == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes())))
+/// `name` is one of the tokens of a `Connection` value (hop-by-hop then).
+fn named_in(connection: &[u8], name: &str) -> bool {
+    connection.split(|&c| c == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
 }
 
 /// Sends a request head (no body) on `stream` and reads the response head.
@@ -320,6 +324,11 @@ pub async fn exchange(
     host: &Arc<HostPool>,
 ) -> Result<http::Response<RawBody>, RawError> {
     if let Err(e) = stream.write_all(head).await {
+        return Err(RawError::NoResponse(e));
+    }
+    // No buffer while the backend works: with many requests waiting upstream,
+    // a buffer each would outgrow the thread's pool and be allocated anew.
+    if let Err(e) = stream.readable().await {
         return Err(RawError::NoResponse(e));
     }
     let mut buf = take_buf();
