@@ -10,7 +10,6 @@ use std::net::IpAddr;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
 use crate::{Error, Result};
@@ -215,19 +214,21 @@ table inet {t} {{
         s
     }
 
+    /// Runs `script` as one `nft` transaction. The script is passed as an argument,
+    /// not through stdin: once spawned, `nft` needs nothing more from this process,
+    /// so a stall of this process (SIGSTOP, a paused VM) right after the spawn can no
+    /// longer hold back a refresh and have it applied, with a TTL computed before the
+    /// stall, long after the lease it was computed for has ended.
     async fn run(&self, script: &str) -> Result<()> {
-        let mut child = Command::new(&self.nft)
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
+        let out = Command::new(&self.nft)
+            .arg(script)
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
-            .spawn()
+            .output()
+            .await
             .map_err(|e| Error::io(format!("running {}", self.nft), e))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(script.as_bytes()).await.map_err(|e| Error::io("writing nft script", e))?;
-        }
-        let out = child.wait_with_output().await.map_err(|e| Error::io(format!("waiting for {}", self.nft), e))?;
         if out.status.success() {
             Ok(())
         } else {

@@ -67,6 +67,8 @@ pub struct OwnerConfig {
     pub announce_interval: Duration,
     /// nftables fence instance name; `None` runs without a kernel fence.
     pub fence_instance: Option<String>,
+    /// The `nft` binary the fence runs (`nft` from `PATH` by default).
+    pub fence_nft: String,
     /// Set `arp_announce=2` and `arp_ignore=1` on the interface when taking an IPv4 VIP.
     pub set_arp_sysctls: bool,
     /// Pause before retrying a failed OS operation.
@@ -84,6 +86,7 @@ impl OwnerConfig {
             announce_count: 5,
             announce_interval: Duration::from_millis(100),
             fence_instance: Some(FENCE_INSTANCE.to_string()),
+            fence_nft: "nft".to_string(),
             set_arp_sysctls: true,
             retry_interval: Duration::from_millis(20),
         }
@@ -141,7 +144,7 @@ impl<R: Renewer, C: Clock + 'static> OwnerTask<R, C> {
     /// Needs a tokio runtime (for the netlink socket's driver).
     pub fn new(cfg: OwnerConfig, renewer: Arc<R>, clock: Arc<C>) -> Result<Self> {
         let fence = match &cfg.fence_instance {
-            Some(instance) => Some(Fence::new(instance, cfg.vip.ip())?),
+            Some(instance) => Some(Fence::new(instance, cfg.vip.ip())?.with_nft_binary(cfg.fence_nft.clone())),
             None => None,
         };
         let (status, _) = watch::channel(OwnerStatus {
@@ -386,32 +389,68 @@ impl<R: Renewer, C: Clock + 'static> OwnerTask<R, C> {
         }
     }
 
-    /// Opens the fence until the lease's end. Returns false if that failed.
+    /// Opens the fence until the lease's end. Returns false if that failed, or if
+    /// the lease ran out meanwhile (the VIP is then given up: address, then fence).
     ///
     /// The kernel starts the element's timeout when it applies the update, some
     /// time after `now` (an `nft` process under load can take tens of ms), so the
     /// TTL is shortened by twice the slowest recent refresh: the fence must never
     /// outlive the lease, or a dead owner keeps answering after the leader
     /// reassigned the VIP.
+    ///
+    /// A refresh that took longer than that allowance (the process was frozen or
+    /// starved between computing the TTL and `nft` applying it) may have set an
+    /// element that outlives the lease; it is corrected at once from the time
+    /// actually left. Such a stall says nothing about the next `nft` run, so a
+    /// sample counts for at most [`Self::fence_latency_cap`]: uncapped, one refresh
+    /// caught by a SIGSTOP or a paused VM made the allowance longer than the lease,
+    /// every later refresh (at the next takeover too: the estimate decays only
+    /// while refreshing) set a zero TTL, and the node held the VIP with its fence
+    /// closed, answering neither ARP nor IP, for seconds.
     async fn refresh_fence(&mut self, now: Duration) -> bool {
-        let Some(fence) = &self.fence else {
+        let Some(fence) = self.fence.clone() else {
             return true;
         };
-        let allowance = self.fence_latency * 2 + Duration::from_millis(10);
-        let ttl = self.lease.remaining(now).unwrap_or_default().saturating_sub(allowance);
-        let started = self.clock.now();
-        let result = fence.refresh(ttl).await;
-        let took = self.clock.now().saturating_sub(started);
-        // Remember the slowest refresh, decaying slowly so one spike is not forever.
-        self.fence_latency = took.max(self.fence_latency.mul_f64(0.95));
-        match result {
-            Ok(()) => true,
-            Err(e) => {
+        let cap = self.fence_latency_cap();
+        let mut now = now;
+        for attempt in 0..3 {
+            let allowance = self.fence_latency * 2 + Duration::from_millis(10);
+            let ttl = self.lease.remaining(now).unwrap_or_default().saturating_sub(allowance);
+            let started = self.clock.now();
+            let result = fence.refresh(ttl).await;
+            let finished = self.clock.now();
+            let took = finished.saturating_sub(started);
+            // Remember the slowest refresh, decaying slowly so one spike is not forever.
+            self.fence_latency = took.min(cap).max(self.fence_latency.mul_f64(0.95));
+            if let Err(e) = result {
                 tracing::error!(vip = %self.cfg.vip, error = %e, "refreshing fence failed");
                 self.last_error = Some(format!("fence: {e}"));
-                false
+                return false;
             }
+            // The element was applied at `finished` at the latest: within the lease?
+            if finished.saturating_sub(now) <= allowance {
+                return true;
+            }
+            if !self.lease.is_valid(finished) {
+                // Stalled past the lease's end: `nft` may just have opened the
+                // fence with the stale TTL. The address goes first, as in Rule 1.
+                self.give_up("lease expired during a fence refresh").await;
+                return false;
+            }
+            tracing::warn!(vip = %self.cfg.vip, took_ms = took.as_millis() as u64, attempt, "slow fence refresh; setting it again");
+            now = finished;
         }
+        // Three stalled refreshes in a row: the fence cannot be shown to end
+        // within the lease, so the VIP goes rather than risk a second owner.
+        self.give_up("fence refreshes keep stalling past their allowance").await;
+        false
+    }
+
+    /// The most one refresh's duration counts in the TTL allowance: with it the
+    /// allowance stays under a third of the lease, so the fence of a renewing owner
+    /// never closes between renewals (every `lease / 3`).
+    fn fence_latency_cap(&self) -> Duration {
+        self.cfg.lease / 8
     }
 
     fn announce_if_due(&mut self, now: Duration) {

@@ -289,3 +289,73 @@ fn assignment_moving_away_or_a_refusal_removes_the_vip_at_once() {
         assert!(!rules.contains("qvmov"), "fence tables left behind: {rules}");
     });
 }
+
+/// One fence refresh that stalls for 1.2 s (here its `nft` sleeps first, as when
+/// the owner is frozen by SIGSTOP in the middle of one, or starved) must not
+/// poison the allowance for later ones. It once did: the allowance grew past the
+/// lease, every refresh after set a zero TTL, and at its next takeover the owner
+/// held the VIP with its fence closed, answering neither ARP nor ping, for about
+/// 4 s (chaos_short partition-active, "no good HTTP answer").
+#[test]
+fn a_stalled_fence_refresh_does_not_keep_the_fence_closed_afterwards() {
+    let Some(lab) = Lab::new(10, &["ip", "nft", "ping"]) else { return };
+    let vip: VipAddress = VIP.parse().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mark = dir.path().join("stall-next-refresh");
+    let nft = dir.path().join("slow-nft");
+    std::fs::write(
+        &nft,
+        format!(
+            "#!/bin/sh\ncase \"$*\" in *'flush set'*) if [ -e '{m}' ]; then rm -f '{m}'; sleep 1.2; fi ;; esac\nexec nft \"$@\"\n",
+            m = mark.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&nft, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let lab = Arc::new(lab);
+    let lab2 = lab.clone();
+    lab.in_ns(&lab.a, || async move {
+        let lab = lab2;
+        let renewer = ScriptedRenewer::new(&lab.if_a, None);
+        let mut cfg = config(&lab, "qvstl");
+        cfg.fence_nft = nft.display().to_string();
+        let task = OwnerTask::new(cfg, renewer.clone(), Arc::new(SystemClock::new())).unwrap();
+        let (_assign_tx, assign_rx) = watch::channel(Some((1u64, 4u64)));
+        let (shut_tx, shut_rx) = watch::channel(false);
+        let owner = tokio::spawn(task.run(assign_rx, shut_rx));
+        let h = AddrHandle::new().unwrap();
+        until(Duration::from_secs(2), async || h.contains(&lab.if_a, &vip).await.unwrap())
+            .await
+            .expect("owner never took the VIP");
+        let answers = |lab: Arc<Lab>| async move {
+            let ip = vip.ip().to_string();
+            tokio::task::spawn_blocking(move || lab.ping_answers(&ip)).await.unwrap()
+        };
+        assert!(answers(lab.clone()).await, "VIP must answer while the lease is fresh");
+
+        std::fs::write(&mark, b"").unwrap();
+        until(Duration::from_secs(2), async || !mark.exists()).await.expect("no fence refresh picked up the stall");
+        let stalled_at = Instant::now();
+        // The stall outlasts the lease: the address goes, then comes back with
+        // the next renewal, and the VIP must answer again soon after.
+        tokio::time::sleep(Duration::from_millis(1300)).await;
+        let mut answered = None;
+        for _ in 0..20 {
+            if h.contains(&lab.if_a, &vip).await.unwrap() && answers(lab.clone()).await {
+                answered = Some(stalled_at.elapsed());
+                break;
+            }
+            if stalled_at.elapsed() > Duration::from_millis(3300) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!("measured: VIP answered again {answered:?} after a 1.2 s fence refresh stall began");
+        assert!(answered.is_some(), "the owner holds the VIP but its fence stays closed after one stalled refresh");
+
+        shut_tx.send(true).unwrap();
+        owner.await.unwrap().unwrap();
+        let rules = ok(&["nft", "list", "ruleset"]);
+        assert!(!rules.contains("qvstl"), "fence tables left behind: {rules}");
+    });
+}
