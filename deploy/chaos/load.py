@@ -33,6 +33,9 @@ import sys
 import time
 
 mono = time.monotonic
+# What each worker is waiting for right now, and since when (reported on stderr when
+# the load stops: records exist only for finished requests, not for cut-off ones).
+PHASE = {}
 
 
 class Log:
@@ -86,6 +89,7 @@ async def http_worker(a, log, kind, sid, deadline):
             reused = writer is not None
             try:
                 if writer is None:
+                    PHASE[sid] = ("connect", mono())
                     reader, writer = await asyncio.wait_for(
                         asyncio.open_connection(a.vip, a.port), timeout=connect_timeout
                     )
@@ -95,6 +99,7 @@ async def http_worker(a, log, kind, sid, deadline):
                 if cookies:
                     req += "Cookie: " + "; ".join(f"{k}={v}" for k, v in cookies.items()) + "\r\n"
                 writer.write((req + "\r\n").encode())
+                PHASE[sid] = ("response", mono())
                 status, headers, h, _ = await asyncio.wait_for(read_response(reader), timeout=timeout)
                 for k, v in headers:
                     if k == "set-cookie":
@@ -118,6 +123,7 @@ async def http_worker(a, log, kind, sid, deadline):
         t1 = mono()
         rec.update(t0=round(t0, 4), t1=round(t1, 4))
         log.write(**rec)
+        PHASE[rec["s"]] = ("idle", t1)
         await asyncio.sleep(max(0.005, interval - (t1 - t0)) if rec["ok"] else 0.01)
     if writer is not None:
         writer.close()
@@ -133,12 +139,14 @@ async def tcp_worker(a, log, sid, deadline):
         rec = dict(k="tcp", s=sid)
         try:
             if writer is None:
+                PHASE[sid] = ("connect", mono())
                 reader, writer = await asyncio.wait_for(
                     asyncio.open_connection(a.vip, a.tcp_port), timeout=a.connect_timeout_ms / 1000.0
                 )
                 rec["new"] = True
             seq += 1
             writer.write(f"{sid}-{seq}\n".encode())
+            PHASE[sid] = ("response", mono())
             line = await asyncio.wait_for(reader.readline(), timeout=a.timeout_ms / 1000.0)
             parts = line.decode().split()
             if len(parts) != 3 or parts[2] != f"{sid}-{seq}":
@@ -152,6 +160,7 @@ async def tcp_worker(a, log, sid, deadline):
         t1 = mono()
         rec.update(t0=round(t0, 4), t1=round(t1, 4))
         log.write(**rec)
+        PHASE[rec["s"]] = ("idle", t1)
         await asyncio.sleep(max(0.005, interval - (t1 - t0)) if rec["ok"] else 0.01)
     if writer is not None:
         writer.close()
@@ -185,10 +194,23 @@ async def main():
     tasks += [asyncio.create_task(http_worker(a, log, "header", f"h{i}", deadline)) for i in range(a.header)]
     tasks += [asyncio.create_task(tcp_worker(a, log, f"t{i}", deadline)) for i in range(a.tcp)]
     waiter = asyncio.create_task(stop.wait())
-    await asyncio.wait([asyncio.gather(*tasks), waiter], timeout=a.duration + 5, return_when=asyncio.FIRST_COMPLETED)
+    # return_exceptions: cancelling the workers below must not leave this future
+    # with a CancelledError nobody retrieves (asyncio then prints a traceback that
+    # looks like a failure of load.py itself).
+    workers = asyncio.gather(*tasks, return_exceptions=True)
+    await asyncio.wait([workers, waiter], timeout=a.duration + 5, return_when=asyncio.FIRST_COMPLETED)
+    now = mono()
+    busy = {}
+    for sid, (phase, since) in sorted(PHASE.items()):
+        if phase != "idle":
+            busy.setdefault(phase, []).append(f"{sid}:{now - since:.2f}s")
+    why = "signal" if stop.is_set() else "deadline"
+    print(f"load.py: stopped ({why}); workers cut off while waiting (worker:for how long): "
+          + ("; ".join(f"{p} {' '.join(v)}" for p, v in busy.items()) or "none"), file=sys.stderr)
     for t in tasks:
         t.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    waiter.cancel()
+    await workers
     log.close()
 
 

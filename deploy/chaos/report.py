@@ -16,6 +16,9 @@ sticky_across: sessions answered through the old owner before the move and the n
              one after it: kept/broken (they are also in sticky_kept/broken).
 arp_quiet_ms (--check-arp-fence): the old owner's last ARP answer for the VIP ended
              this long before the new owner took the address; must be >= 0.
+new_owner_arp_ms: after a move, ms from the new owner taking the address to the first
+             ARP probe window its MAC answered ("never": it held the address and
+             stayed silent, e.g. behind a closed nftables lease fence).
 Prints `key=value ...` on stdout and appends a JSON record to --results.
 """
 
@@ -197,6 +200,17 @@ def main():
         if end is not None:
             res["arp_quiet_ms"] = round((t_new_hold - end) * 1000) if end != float("inf") else -1
 
+    # How soon the new owner answered the ARP probe for the VIP after taking it.
+    res["new_owner_arp_ms"] = None
+    if new and t_new_hold is not None and mac_of.get(new):
+        new_mac = mac_of[new]
+        at_take = [macs for ts, macs in arp_tl if ts <= t_new_hold][-1:]
+        if at_take and new_mac in at_take[0]:
+            res["new_owner_arp_ms"] = 0
+        else:
+            first = next((ts for ts, macs in arp_tl if ts > t_new_hold and new_mac in macs), None)
+            res["new_owner_arp_ms"] = "never" if first is None else round((first - t_new_hold) * 1000)
+
     # Every change of owner, and time with no owner at all (informational: with
     # preempt = false one fault should move the VIP once; a heal or a leader change
     # that drops or moves it again shows up here).
@@ -246,6 +260,14 @@ def main():
                        f"s relative to the fault: {before}): the cluster moved the VIP on its own just before")
         else:
             why.append("the VIP never moved away from the faulty owner")
+    if a.expect_failover == "yes" and new and not any(r.get("lb") == ip_of.get(new) for r in ok if r["t1"] > t_fault):
+        # Says which side failed: the VIP did move, but nothing came back through
+        # the node that took it (the tail check below fails too, less tellingly).
+        took = None if t_new_hold is None else round(t_new_hold - t_fault, 3)
+        arp_new = res["new_owner_arp_ms"]
+        why.append(f"the new owner {new} never gave a good HTTP answer (it took the address {took} s after the "
+                   f"fault; its MAC answered the ARP probe for the VIP: "
+                   f"{'n/a' if arp_new is None else arp_new}{' ms after it took it' if isinstance(arp_new, int) else ''})")
     if a.expect_failover == "no" and new:
         why.append(f"the VIP moved ({old[0]}->{new}) although the scenario should not move it")
     end = timeline[-1][1] if timeline else []
@@ -285,7 +307,7 @@ def main():
     keys = ["scenario", "result", "failover_ms", "gap_ms", "http_sent", "http_failed", "http_retried",
             "sticky_kept", "sticky_broken", "sticky_across", "tcp_sent", "tcp_failed", "tcp_reconnects",
             "tcp_max_gap_ms", "double_owner", "double_addr", "double_arp", "neigh_flip", "arp_quiet_ms",
-            "vip_moves", "failback_ms", "no_owner_ms", "owner_before", "owner_after", "config"]
+            "new_owner_arp_ms", "vip_moves", "failback_ms", "no_owner_ms", "owner_before", "owner_after", "config"]
     line = " ".join(f"{k}={'-' if res.get(k) is None else res.get(k)}" for k in keys)
     print(line)
     for w in why:

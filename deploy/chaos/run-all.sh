@@ -66,7 +66,7 @@ for l in lines:
 cols = [("scenario", 18), ("result", 6), ("failover_ms", 11), ("gap_ms", 7), ("http_sent", 9), ("http_failed", 11),
         ("http_retried", 12), ("sticky_kept", 11), ("sticky_broken", 13), ("sticky_across", 13), ("tcp_failed", 10),
         ("tcp_max_gap_ms", 14), ("double_owner", 12), ("double_addr", 11), ("double_arp", 10), ("neigh_flip", 12),
-        ("arp_quiet_ms", 12), ("moved", 10), ("vip_moves", 9), ("failback_ms", 11), ("no_owner_ms", 11), ("config", 10)]
+        ("arp_quiet_ms", 12), ("new_owner_arp_ms", 16), ("moved", 10), ("vip_moves", 9), ("failback_ms", 11), ("no_owner_ms", 11), ("config", 10)]
 fmt = lambda vals: " ".join(str(v).ljust(w) for v, (_, w) in zip(vals, cols))
 print()
 print(fmt([c for c, _ in cols]))
