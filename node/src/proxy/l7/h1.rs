@@ -44,8 +44,6 @@ const COPY_MAX: usize = 8 * 1024;
 /// parsed again into a heap array.
 const STACK_HEADERS: usize = 64;
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0";
-/// Headers `headers::add_forwarding` may add to a request.
-const FORWARDING_HEADERS: usize = 4;
 
 thread_local! {
     static POOL: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
@@ -320,8 +318,8 @@ fn convert(
     let uri = path.parse::<Uri>().map_err(|_| StatusCode::BAD_REQUEST)?;
     // One copy of the whole head; header values are slices of it.
     let bytes = Bytes::copy_from_slice(&buf[..len]);
-    // Room for the forwarding headers the proxy adds, so the map does not grow.
-    let mut headers = HeaderMap::with_capacity(req.headers.len() + FORWARDING_HEADERS);
+    // The forwarding fields the proxy adds are written next to the map, not into it.
+    let mut headers = HeaderMap::with_capacity(req.headers.len());
     let (mut close, mut keep) = (false, false);
     for h in req.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes()).map_err(|_| StatusCode::BAD_REQUEST)?;
@@ -439,16 +437,20 @@ fn write_head(out: &mut BytesMut, status: StatusCode, raw: Option<&raw::Fields>,
     write_fields(out, headers);
 }
 
-/// Header fields in the map's order and the blank line ending a head (requests
-/// and responses alike).
-pub(super) fn write_fields(out: &mut BytesMut, headers: &HeaderMap) {
+/// Header fields in the map's order and the blank line ending a head.
+fn write_fields(out: &mut BytesMut, headers: &HeaderMap) {
+    write_lines(out, headers);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Header fields in the map's order, one line each (requests and responses alike).
+pub(super) fn write_lines(out: &mut BytesMut, headers: &HeaderMap) {
     for (name, value) in headers {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"\r\n");
 }
 
 fn chunk_size_line(out: &mut BytesMut, n: usize) {

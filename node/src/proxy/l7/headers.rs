@@ -63,29 +63,78 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
-/// Adds `X-Forwarded-For` (appended to any the client sent), `X-Forwarded-Proto`,
-/// `X-Forwarded-Host` and `X-Real-IP`. `client_ip` is the connection's
-/// [`client_ip_value`].
-pub fn add_forwarding(h: &mut HeaderMap, client_ip: &HeaderValue, proto: &'static str, host: Option<HeaderValue>) {
-    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => {
-            let ip = client_ip.as_bytes();
-            let mut buf = Vec::with_capacity(prev.len() + 2 + ip.len());
-            buf.extend_from_slice(prev.as_bytes());
-            buf.extend_from_slice(b", ");
-            buf.extend_from_slice(ip);
-            HeaderValue::from_maybe_shared(Bytes::from(buf)).ok()
+/// The forwarding fields a request gets on its way to the backend:
+/// `X-Forwarded-For` (the client's own list, if any, with the client's address
+/// appended), `X-Forwarded-Proto`, `X-Forwarded-Host` and `X-Real-IP`.
+pub struct Forwarding {
+    xff: HeaderValue,
+    proto: &'static str,
+    host: Option<HeaderValue>,
+    real_ip: HeaderValue,
+}
+
+static FORWARDING: [&HeaderName; 4] = [&X_FORWARDED_FOR, &X_FORWARDED_PROTO, &X_FORWARDED_HOST, &X_REAL_IP];
+
+impl Forwarding {
+    /// Takes the client's own forwarding fields out of `h` (they are replaced;
+    /// its `X-Forwarded-For` list is kept in front of the client's address).
+    /// `client_ip` is the connection's [`client_ip_value`].
+    pub fn take(h: &mut HeaderMap, client_ip: &HeaderValue, proto: &'static str, host: Option<HeaderValue>) -> Self {
+        let mut xff = client_ip.clone();
+        // One pass over the names instead of a hashed lookup for each of the four:
+        // most requests carry none of them.
+        if h.keys().any(|n| FORWARDING.contains(&n)) {
+            let prev: Vec<&[u8]> = h
+                .get_all(&X_FORWARDED_FOR)
+                .iter()
+                .map(|v| v.as_bytes().trim_ascii())
+                .filter(|v| !v.is_empty())
+                .collect();
+            if !prev.is_empty() {
+                let ip = client_ip.as_bytes();
+                let mut buf = Vec::with_capacity(prev.iter().map(|v| v.len() + 2).sum::<usize>() + ip.len());
+                for v in prev {
+                    buf.extend_from_slice(v);
+                    buf.extend_from_slice(b", ");
+                }
+                buf.extend_from_slice(ip);
+                // Parts of valid values joined by ", ": valid as well.
+                if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(buf)) {
+                    xff = v;
+                }
+            }
+            for n in FORWARDING {
+                h.remove(n);
+            }
         }
-        _ => Some(client_ip.clone()),
-    };
-    if let Some(v) = xff {
-        h.insert(X_FORWARDED_FOR.clone(), v);
+        Forwarding { xff, proto, host, real_ip: client_ip.clone() }
     }
-    h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
-    if let Some(host) = host {
-        h.insert(X_FORWARDED_HOST.clone(), host);
+
+    /// Puts the fields into a map (requests that hyper's client sends).
+    pub fn insert_into(self, h: &mut HeaderMap) {
+        h.insert(X_FORWARDED_FOR.clone(), self.xff);
+        h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(self.proto));
+        if let Some(host) = self.host {
+            h.insert(X_FORWARDED_HOST.clone(), host);
+        }
+        h.insert(X_REAL_IP.clone(), self.real_ip);
     }
-    h.insert(X_REAL_IP.clone(), client_ip.clone());
+
+    /// Writes the fields as header lines (a request head our own client sends).
+    pub fn write(&self, out: &mut bytes::BytesMut) {
+        let mut line = |name: &HeaderName, value: &[u8]| {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        };
+        line(&X_FORWARDED_FOR, self.xff.as_bytes());
+        line(&X_FORWARDED_PROTO, self.proto.as_bytes());
+        if let Some(host) = &self.host {
+            line(&X_FORWARDED_HOST, host.as_bytes());
+        }
+        line(&X_REAL_IP, self.real_ip.as_bytes());
+    }
 }
 
 thread_local! {
@@ -174,14 +223,33 @@ mod tests {
     }
 
     #[test]
-    fn forwarded_for_is_appended() {
+    fn forwarded_for_is_appended_and_the_clients_other_fields_replaced() {
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static("10.0.0.1"));
+        h.append("x-forwarded-for", HeaderValue::from_static(" 10.0.0.2, 10.0.0.3 "));
+        h.insert("x-real-ip", HeaderValue::from_static("6.6.6.6"));
+        h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+        h.insert("x-other", HeaderValue::from_static("1"));
         let ip = client_ip_value("127.0.0.2".parse().unwrap());
-        add_forwarding(&mut h, &ip, "http", Some(HeaderValue::from_static("example.com")));
-        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 127.0.0.2");
+        let f = Forwarding::take(&mut h, &ip, "http", Some(HeaderValue::from_static("example.com")));
+        assert_eq!(h.len(), 1, "the client's own forwarding fields are taken out: {h:?}");
+        let mut out = bytes::BytesMut::new();
+        f.write(&mut out);
+        assert_eq!(
+            &out[..],
+            &b"x-forwarded-for: 10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.2\r\nx-forwarded-proto: http\r\n\
+               x-forwarded-host: example.com\r\nx-real-ip: 127.0.0.2\r\n"[..]
+        );
+        f.insert_into(&mut h);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.2");
         assert_eq!(h.get("x-real-ip").unwrap(), "127.0.0.2");
         assert_eq!(h.get("x-forwarded-host").unwrap(), "example.com");
         assert_eq!(h.get("x-forwarded-proto").unwrap(), "http");
+        // Without any from the client: just the client's address.
+        let mut h = HeaderMap::new();
+        let f = Forwarding::take(&mut h, &ip, "https", None);
+        f.insert_into(&mut h);
+        assert_eq!(h.get("x-forwarded-for").unwrap(), "127.0.0.2");
+        assert!(h.get("x-forwarded-host").is_none());
     }
 }

@@ -401,7 +401,8 @@ async fn proxy(
             parts.headers.insert(header::HOST, v.clone());
         }
     }
-    headers::add_forwarding(&mut parts.headers, &headers::client_ip_value(ctx.client.ip()), ctx.proto, host_value);
+    let ip = headers::client_ip_value(ctx.client.ip());
+    let fwd = headers::Forwarding::take(&mut parts.headers, &ip, ctx.proto, host_value);
     parts.uri = match parts.uri.path_and_query() {
         Some(pq) => Uri::from(pq.clone()),
         None => Uri::from_static("/"),
@@ -411,9 +412,10 @@ async fn proxy(
     // backends: the request head is written once here for every attempt.
     let raw_head = (!upgrade && body.is_end_stream()).then(|| {
         let mut head = raw::HeadBuf::new();
-        raw::write_request(&mut head, &parts.method, &parts.uri, &parts.headers);
+        raw::write_request(&mut head, &parts.method, &parts.uri, &parts.headers, &fwd);
         head
     });
+    let mut fwd = Some(fwd);
     let method = parts.method.clone();
     let body = RequestBody::new(body, route.max_body, plan.metrics.bytes_in.clone());
     let over = body.over_flag();
@@ -447,7 +449,13 @@ async fn proxy(
             }
             // Boxed: hyper's client future is most of the size of a request's
             // state, and this path (bodies, upgrades, TLS backends) the rarer one.
-            _ => Box::pin(hyper_attempt(host, &mut req, upgrade, &pool.cfg)).await.map(|(r, s)| Upstream::Hyper(r, s)),
+            _ => {
+                // hyper's client sends the map: the forwarding fields go into it.
+                if let (Some(f), Some(r)) = (fwd.take(), req.as_mut()) {
+                    f.insert_into(r.headers_mut());
+                }
+                Box::pin(hyper_attempt(host, &mut req, upgrade, &pool.cfg)).await.map(|(r, s)| Upstream::Hyper(r, s))
+            }
         };
         match result {
             Ok(up) => {

@@ -26,7 +26,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::body::BoxError;
-use super::h1::{give_back, take_buf, write_fields};
+use super::h1::{give_back, take_buf, write_lines};
+use super::headers::Forwarding;
 use super::upstream::HostPool;
 
 /// A response head larger than this is refused (502).
@@ -52,14 +53,16 @@ pub enum RawError {
     Malformed(&'static str),
 }
 
-/// Serializes a request head: request line in origin form, then the headers in
-/// the map's order.
-pub fn write_request(out: &mut BytesMut, method: &Method, uri: &Uri, headers: &HeaderMap) {
+/// Serializes a request head: request line in origin form, the headers in the
+/// map's order, then the forwarding fields.
+pub fn write_request(out: &mut BytesMut, method: &Method, uri: &Uri, headers: &HeaderMap, fwd: &Forwarding) {
     out.extend_from_slice(method.as_str().as_bytes());
     out.extend_from_slice(b" ");
     out.extend_from_slice(uri.path_and_query().map(|p| p.as_str()).unwrap_or("/").as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    write_fields(out, headers);
+    write_lines(out, headers);
+    fwd.write(out);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// A request head in a pooled buffer, given back when dropped.
@@ -781,13 +784,19 @@ mod tests {
     }
 
     #[test]
-    fn request_head_is_origin_form_in_map_order() {
+    fn request_head_is_origin_form_in_map_order_then_forwarding_fields() {
         let mut h = HeaderMap::new();
         h.append(header::HOST, HeaderValue::from_static("a"));
         h.append("x-b", HeaderValue::from_static("1"));
         let mut out = BytesMut::new();
-        write_request(&mut out, &Method::GET, &Uri::from_static("/p?q=1"), &h);
-        assert_eq!(&out[..], b"GET /p?q=1 HTTP/1.1\r\nhost: a\r\nx-b: 1\r\n\r\n");
+        let ip = HeaderValue::from_static("127.0.0.9");
+        let fwd = Forwarding::take(&mut h, &ip, "http", None);
+        write_request(&mut out, &Method::GET, &Uri::from_static("/p?q=1"), &h, &fwd);
+        assert_eq!(
+            &out[..],
+            &b"GET /p?q=1 HTTP/1.1\r\nhost: a\r\nx-b: 1\r\nx-forwarded-for: 127.0.0.9\r\n\
+               x-forwarded-proto: http\r\nx-real-ip: 127.0.0.9\r\n\r\n"[..]
+        );
     }
 
     #[test]
