@@ -180,7 +180,10 @@ enum Name {
 }
 
 fn classify(name: &str) -> Name {
-    let is = |k: &str| name.eq_ignore_ascii_case(k);
+    // `k` is lower case letters and '-': a byte equals its letter in either case
+    // exactly when it ORed with 0x20 does; '-' only matches '-' or CR, which no
+    // name or value holds. Branch-free per byte, unlike `eq_ignore_ascii_case`.
+    let is = |k: &str| name.bytes().zip(k.bytes()).fold(0, |d, (a, b)| d | ((a | 0x20) ^ b)) == 0;
     match name.len() {
         2 if is("te") => Name::Hop,
         4 if is("date") => Name::Date,
@@ -805,5 +808,15 @@ mod tests {
         assert_eq!(find_crlf(b"abc", 10), Ok(None));
         assert!(find_crlf(&[b'a'; 20], 10).is_err());
         assert_eq!([b'0', b'9', b'a', b'F'].map(hex), [0, 9, 10, 15]);
+    }
+
+    #[test]
+    fn names_are_classified_in_any_case_and_only_exactly() {
+        assert!(classify("Content-Length") == Name::ContentLength && classify("CONTENT-LENGTH") == Name::ContentLength);
+        assert!(classify("connection") == Name::Connection && classify("Keep-Alive") == Name::Hop);
+        assert!(classify("DATE") == Name::Date && classify("TE") == Name::Hop && classify("Upgrade") == Name::Hop);
+        for other in ["Content-Lengtx", "Content_Length", "Datf", "dat", "X-Date", "Connection2", "Server"] {
+            assert!(classify(other) == Name::Other, "{other}");
+        }
     }
 }
