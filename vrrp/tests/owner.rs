@@ -16,7 +16,7 @@ use vrrp::VipAddress;
 use vrrp::addr::AddrHandle;
 use vrrp::fence::Fence;
 use vrrp::lease::SystemClock;
-use vrrp::owner::{OwnerConfig, OwnerTask, Renewer};
+use vrrp::owner::{Assignment, OwnerConfig, OwnerTask, Renewer};
 
 const VIP: &str = "198.51.100.100/24";
 const STALE_MAC: &str = "02:00:00:00:00:99";
@@ -112,6 +112,30 @@ async fn until(limit: Duration, mut cond: impl AsyncFnMut() -> bool) -> Option<I
     None
 }
 
+/// An owner task started with the VIP assigned to node 1 at `epoch`, once it
+/// holds the address.
+struct Started {
+    assign: watch::Sender<Assignment>,
+    shut: watch::Sender<bool>,
+    owner: tokio::task::JoinHandle<vrrp::Result<Option<u64>>>,
+    status: watch::Receiver<vrrp::owner::OwnerStatus>,
+    h: AddrHandle,
+}
+
+async fn start_owner(lab: &Lab, cfg: OwnerConfig, renewer: &Arc<ScriptedRenewer>, epoch: u64) -> Started {
+    let vip = cfg.vip;
+    let task = OwnerTask::new(cfg, renewer.clone(), Arc::new(SystemClock::new())).unwrap();
+    let status = task.status();
+    let (assign, assign_rx) = watch::channel(Some((1u64, epoch)));
+    let (shut, shut_rx) = watch::channel(false);
+    let owner = tokio::spawn(task.run(assign_rx, shut_rx));
+    let h = AddrHandle::new().unwrap();
+    until(Duration::from_secs(2), async || h.contains(&lab.if_a, &vip).await.unwrap())
+        .await
+        .expect("owner never took the VIP");
+    Started { assign, shut, owner, status, h }
+}
+
 #[test]
 fn owner_takes_vip_announces_and_drops_it_when_renewals_stop() {
     let Some(lab) = Lab::new(7, &["ip", "nft", "ping"]) else { return };
@@ -180,14 +204,8 @@ fn frozen_owner_goes_silent_and_removes_the_address_first_on_waking() {
     lab.in_ns(&lab.a, || async move {
         let lab = lab2;
         let renewer = ScriptedRenewer::new(&lab.if_a, None);
-        let task = OwnerTask::new(config(&lab, "qvfrz"), renewer.clone(), Arc::new(SystemClock::new())).unwrap();
-        let (_assign_tx, assign_rx) = watch::channel(Some((1u64, 9u64)));
-        let (shut_tx, shut_rx) = watch::channel(false);
-        let owner = tokio::spawn(task.run(assign_rx, shut_rx));
-        let h = AddrHandle::new().unwrap();
-        until(Duration::from_secs(2), async || h.contains(&lab.if_a, &vip).await.unwrap())
-            .await
-            .expect("owner never took the VIP");
+        let Started { assign: _assign, shut: shut_tx, owner, h, .. } =
+            start_owner(&lab, config(&lab, "qvfrz"), &renewer, 9).await;
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert!(h.contains(&lab.if_a, &vip).await.unwrap(), "steady renewals keep the VIP");
 
@@ -243,15 +261,8 @@ fn assignment_moving_away_or_a_refusal_removes_the_vip_at_once() {
     let vip: VipAddress = VIP.parse().unwrap();
     lab.in_ns(&lab.a, || async {
         let renewer = ScriptedRenewer::new(&lab.if_a, None);
-        let task = OwnerTask::new(config(&lab, "qvmov"), renewer.clone(), Arc::new(SystemClock::new())).unwrap();
-        let status = task.status();
-        let (assign_tx, assign_rx) = watch::channel(Some((1u64, 5u64)));
-        let (shut_tx, shut_rx) = watch::channel(false);
-        let owner = tokio::spawn(task.run(assign_rx, shut_rx));
-        let h = AddrHandle::new().unwrap();
-        until(Duration::from_secs(2), async || h.contains(&lab.if_a, &vip).await.unwrap())
-            .await
-            .expect("owner never took the VIP");
+        let Started { assign: assign_tx, shut: shut_tx, owner, status, h } =
+            start_owner(&lab, config(&lab, "qvmov"), &renewer, 5).await;
 
         let moved_at = Instant::now();
         assign_tx.send(Some((2, 6))).unwrap();
@@ -319,14 +330,7 @@ fn a_stalled_fence_refresh_does_not_keep_the_fence_closed_afterwards() {
         let renewer = ScriptedRenewer::new(&lab.if_a, None);
         let mut cfg = config(&lab, "qvstl");
         cfg.fence_nft = nft.display().to_string();
-        let task = OwnerTask::new(cfg, renewer.clone(), Arc::new(SystemClock::new())).unwrap();
-        let (_assign_tx, assign_rx) = watch::channel(Some((1u64, 4u64)));
-        let (shut_tx, shut_rx) = watch::channel(false);
-        let owner = tokio::spawn(task.run(assign_rx, shut_rx));
-        let h = AddrHandle::new().unwrap();
-        until(Duration::from_secs(2), async || h.contains(&lab.if_a, &vip).await.unwrap())
-            .await
-            .expect("owner never took the VIP");
+        let Started { assign: _assign, shut: shut_tx, owner, h, .. } = start_owner(&lab, cfg, &renewer, 4).await;
         let answers = |lab: Arc<Lab>| async move {
             let ip = vip.ip().to_string();
             tokio::task::spawn_blocking(move || lab.ping_answers(&ip)).await.unwrap()
