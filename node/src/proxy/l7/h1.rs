@@ -446,10 +446,7 @@ fn write_fields(out: &mut BytesMut, headers: &HeaderMap) {
 /// Header fields in the map's order, one line each (requests and responses alike).
 pub(super) fn write_lines(out: &mut BytesMut, headers: &HeaderMap) {
     for (name, value) in headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        super::headers::write_line(out, name.as_ref(), value.as_bytes());
     }
 }
 

@@ -7,23 +7,59 @@ use std::net::IpAddr;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
-static HOP_BY_HOP: [HeaderName; 8] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::PROXY_AUTHENTICATE,
-    header::PROXY_AUTHORIZATION,
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-];
+/// What a header field is to the proxy, from its name alone (no map, no
+/// allocation: the few names that matter are told apart by length first).
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub enum FieldKind {
+    Connection,
+    ContentLength,
+    TransferEncoding,
+    Date,
+    /// Any other hop-by-hop field (RFC 9110 7.6.1), `Upgrade` included.
+    Hop,
+    Other,
+}
+
+impl FieldKind {
+    /// Never passed on as it is (`Upgrade` only with a handshake).
+    pub fn is_hop(self) -> bool {
+        matches!(self, FieldKind::Connection | FieldKind::TransferEncoding | FieldKind::Hop)
+    }
+}
+
+/// The kind of the field named `name`, in any case.
+pub fn classify(name: &str) -> FieldKind {
+    // `k` is lower case letters and '-': a byte equals its letter in either case
+    // exactly when it ORed with 0x20 does; '-' only matches '-' or CR, which no
+    // name or value holds. Branch-free per byte, unlike `eq_ignore_ascii_case`.
+    let is = |k: &str| name.bytes().zip(k.bytes()).fold(0, |d, (a, b)| d | ((a | 0x20) ^ b)) == 0;
+    match name.len() {
+        2 if is("te") => FieldKind::Hop,
+        4 if is("date") => FieldKind::Date,
+        7 if is("trailer") || is("upgrade") => FieldKind::Hop,
+        10 if is("connection") => FieldKind::Connection,
+        10 if is("keep-alive") => FieldKind::Hop,
+        14 if is("content-length") => FieldKind::ContentLength,
+        16 if is("proxy-connection") => FieldKind::Hop,
+        17 if is("transfer-encoding") => FieldKind::TransferEncoding,
+        18 if is("proxy-authenticate") => FieldKind::Hop,
+        19 if is("proxy-authorization") => FieldKind::Hop,
+        _ => FieldKind::Other,
+    }
+}
+
+/// A `Connection` token that names no other field to remove: empty, `close`, or
+/// a field removed anyway.
+pub fn names_no_other_field(t: &str) -> bool {
+    t.is_empty() || t.eq_ignore_ascii_case("close") || classify(t).is_hop()
+}
 
 /// Removes hop-by-hop headers, including any named in `Connection`. `Upgrade` is
 /// removed too unless `keep_upgrade` (a WebSocket handshake being passed on).
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
     // Most messages carry few headers and at most `Connection` of these: one pass
     // over the names finds what to remove, instead of a hashed lookup per name.
-    let is_hop = |n: &HeaderName| HOP_BY_HOP.contains(n) || (!keep_upgrade && n == header::UPGRADE);
+    let is_hop = |n: &HeaderName| classify(n.as_str()).is_hop() && !(keep_upgrade && n == header::UPGRADE);
     if h.keys().any(is_hop) {
         strip_listed(h, keep_upgrade, is_hop);
     }
@@ -39,7 +75,7 @@ fn strip_listed(h: &mut HeaderMap, keep_upgrade: bool, is_hop: impl Fn(&HeaderNa
     if let Some(conn) = h.get(header::CONNECTION).cloned() {
         for t in conn.to_str().unwrap_or("").split(',') {
             let t = t.trim();
-            if t.is_empty() || is_fixed_hop_token(t) || (keep_upgrade && t.eq_ignore_ascii_case("upgrade")) {
+            if names_no_other_field(t) || (keep_upgrade && t.eq_ignore_ascii_case("upgrade")) {
                 continue;
             }
             h.remove(t);
@@ -51,11 +87,12 @@ fn strip_listed(h: &mut HeaderMap, keep_upgrade: bool, is_hop: impl Fn(&HeaderNa
     }
 }
 
-/// Tokens removed anyway (the fixed list and `Upgrade`) or naming no header
-/// (`close`): no lookup needed.
-fn is_fixed_hop_token(t: &str) -> bool {
-    ["close", "keep-alive", "upgrade"].iter().any(|k| t.eq_ignore_ascii_case(k))
-        || HOP_BY_HOP.iter().any(|n| t.eq_ignore_ascii_case(n.as_str()))
+/// One `name: value` header line.
+pub fn write_line(out: &mut bytes::BytesMut, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -122,18 +159,12 @@ impl Forwarding {
 
     /// Writes the fields as header lines (a request head our own client sends).
     pub fn write(&self, out: &mut bytes::BytesMut) {
-        let mut line = |name: &HeaderName, value: &[u8]| {
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
-            out.extend_from_slice(b"\r\n");
-        };
-        line(&X_FORWARDED_FOR, self.xff.as_bytes());
-        line(&X_FORWARDED_PROTO, self.proto.as_bytes());
+        write_line(out, X_FORWARDED_FOR.as_ref(), self.xff.as_bytes());
+        write_line(out, X_FORWARDED_PROTO.as_ref(), self.proto.as_bytes());
         if let Some(host) = &self.host {
-            line(&X_FORWARDED_HOST, host.as_bytes());
+            write_line(out, X_FORWARDED_HOST.as_ref(), host.as_bytes());
         }
-        line(&X_REAL_IP, self.real_ip.as_bytes());
+        write_line(out, X_REAL_IP.as_ref(), self.real_ip.as_bytes());
     }
 }
 
@@ -186,6 +217,23 @@ pub fn is_upgrade(h: &HeaderMap) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_are_classified_in_any_case_and_only_exactly() {
+        assert!(
+            classify("Content-Length") == FieldKind::ContentLength
+                && classify("CONTENT-LENGTH") == FieldKind::ContentLength
+        );
+        assert!(classify("connection") == FieldKind::Connection && classify("Keep-Alive") == FieldKind::Hop);
+        assert!(
+            classify("DATE") == FieldKind::Date
+                && classify("TE") == FieldKind::Hop
+                && classify("Upgrade") == FieldKind::Hop
+        );
+        for other in ["Content-Lengtx", "Content_Length", "Datf", "dat", "X-Date", "Connection2", "Server"] {
+            assert!(classify(other) == FieldKind::Other, "{other}");
+        }
+    }
 
     #[test]
     fn hop_by_hop_and_connection_tokens_are_removed() {

@@ -27,7 +27,7 @@ use tokio::net::TcpStream;
 
 use super::body::BoxError;
 use super::h1::{give_back, take_buf, write_lines};
-use super::headers::Forwarding;
+use super::headers::{FieldKind as Name, Forwarding, classify, names_no_other_field, write_line};
 use super::upstream::HostPool;
 
 /// A response head larger than this is refused (502).
@@ -166,47 +166,6 @@ impl Drop for Fields {
     }
 }
 
-/// What a response header field is to the proxy, from its name alone (no map,
-/// no allocation: the few names that matter are told apart by length first).
-#[derive(Clone, Copy, PartialEq)]
-enum Name {
-    Connection,
-    ContentLength,
-    TransferEncoding,
-    Date,
-    /// Any other hop-by-hop field: never passed on.
-    Hop,
-    Other,
-}
-
-fn classify(name: &str) -> Name {
-    // `k` is lower case letters and '-': a byte equals its letter in either case
-    // exactly when it ORed with 0x20 does; '-' only matches '-' or CR, which no
-    // name or value holds. Branch-free per byte, unlike `eq_ignore_ascii_case`.
-    let is = |k: &str| name.bytes().zip(k.bytes()).fold(0, |d, (a, b)| d | ((a | 0x20) ^ b)) == 0;
-    match name.len() {
-        2 if is("te") => Name::Hop,
-        4 if is("date") => Name::Date,
-        7 if is("trailer") || is("upgrade") => Name::Hop,
-        10 if is("connection") => Name::Connection,
-        10 if is("keep-alive") => Name::Hop,
-        14 if is("content-length") => Name::ContentLength,
-        16 if is("proxy-connection") => Name::Hop,
-        17 if is("transfer-encoding") => Name::TransferEncoding,
-        18 if is("proxy-authenticate") => Name::Hop,
-        19 if is("proxy-authorization") => Name::Hop,
-        _ => Name::Other,
-    }
-}
-
-/// Connection tokens that name no field to remove, or one removed anyway.
-fn names_no_extra_field(t: &[u8]) -> bool {
-    t.is_empty()
-        || t.eq_ignore_ascii_case(b"close")
-        || std::str::from_utf8(t)
-            .is_ok_and(|t| matches!(classify(t), Name::Connection | Name::TransferEncoding | Name::Hop))
-}
-
 #[derive(Debug)]
 enum Parsed {
     Partial,
@@ -248,7 +207,7 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Parsed, RawError> {
                     let t = t.trim_ascii();
                     close |= t.eq_ignore_ascii_case(b"close");
                     keep |= t.eq_ignore_ascii_case(b"keep-alive");
-                    names_more |= !names_no_extra_field(t);
+                    names_more |= !std::str::from_utf8(t).is_ok_and(names_no_other_field);
                 }
             }
             Name::TransferEncoding => {
@@ -307,11 +266,7 @@ fn parse_head(buf: &[u8], head_request: bool) -> Result<Parsed, RawError> {
             Name::Date => fields.date = true,
             Name::Other => {}
         }
-        let out = &mut fields.lines;
-        out.extend_from_slice(h.name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(h.value);
-        out.extend_from_slice(b"\r\n");
+        write_line(&mut fields.lines, h.name.as_bytes(), h.value);
     }
     Ok(Parsed::Final(Head { len, status, fields, framing, reusable }))
 }
@@ -808,15 +763,5 @@ mod tests {
         assert_eq!(find_crlf(b"abc", 10), Ok(None));
         assert!(find_crlf(&[b'a'; 20], 10).is_err());
         assert_eq!([b'0', b'9', b'a', b'F'].map(hex), [0, 9, 10, 15]);
-    }
-
-    #[test]
-    fn names_are_classified_in_any_case_and_only_exactly() {
-        assert!(classify("Content-Length") == Name::ContentLength && classify("CONTENT-LENGTH") == Name::ContentLength);
-        assert!(classify("connection") == Name::Connection && classify("Keep-Alive") == Name::Hop);
-        assert!(classify("DATE") == Name::Date && classify("TE") == Name::Hop && classify("Upgrade") == Name::Hop);
-        for other in ["Content-Lengtx", "Content_Length", "Datf", "dat", "X-Date", "Connection2", "Server"] {
-            assert!(classify(other) == Name::Other, "{other}");
-        }
     }
 }
